@@ -1,0 +1,42 @@
+# Everything a fresh machine needs: `make run` and `make test` create .venv and install from constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: install install-dev run test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(DEV_STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@ $(STAMP)
+
+install: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+# Runs every flow on its embedded default data and prints each run directory, one per line.
+run: $(STAMP)
+	@$(BIN)/vigil run defect | tail -n 1
+
+test: $(DEV_STAMP)
+	$(BIN)/python -m pytest -ra
+
+test-fast: $(DEV_STAMP)
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/fit_loop.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,155 @@
+"""The ``vigil`` command (ARCHITECTURE.md, "Command line"): run flows and list runs.
+
+``vigil run`` prints the absolute run directory as the last line of standard output; everything else (Prefect's
+logs, progress bars) goes to standard error, so scripts can do ``dir=$(vigil run defect | tail -1)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+FLOWS = ("defect",)
+
+
+def _gpu_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+@contextmanager
+def prefect_api(data_root: Path) -> Iterator[str]:
+    """Use the configured Prefect API if there is one, else a temporary server whose database is under the data root.
+
+    Keeping the database under ``$VIGIL_DATA/prefect`` means ``vigil run`` and ``vigil runs`` share one history.
+    Analytics off: with local SQLite they caused "database is locked" errors here (PREFECT_NOTES.md).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield str(configured)
+        return
+    db_dir = data_root / "prefect"
+    db_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{db_dir / 'prefect.db'}")
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(db_dir / "storage"))
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
+    with temporary_settings():
+        yield "temporary local server"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.config import resolve_config
+    from tasks.rundir import data_root
+
+    sets = list(args.set or [])
+    if args.data is not None:
+        sets.append(f"ingest.path={Path(args.data).expanduser().resolve()}")
+    try:
+        config = resolve_config(
+            args.flow,
+            profile=args.profile,
+            config_file=args.config,
+            sets=sets,
+            default_profile="full" if _gpu_available() else "quick",
+        )
+    except ValueError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    if args.data is not None and not Path(args.data).expanduser().exists():
+        print(f"vigil: --data {args.data}: no such file or folder", file=sys.stderr)
+        return 2
+    root = data_root()
+    from flows.defect_detection import defect_detection, expand_refresh
+    from tasks.report.images import STAGES
+
+    try:
+        expand_refresh(args.refresh, STAGES)
+    except ValueError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 2
+    flow_fn = defect_detection
+    options = {"flow_run_name": args.name} if args.name else {}
+    with prefect_api(root):
+        state = flow_fn.with_options(**options)(
+            config=config, refresh=args.refresh, resume=bool(args.name), return_state=True
+        )
+    run_dir = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
+    if isinstance(run_dir, BaseException):
+        run_dir = None
+    if not state.is_completed():
+        print(f"vigil: run {state.name.lower()}: {state.message}", file=sys.stderr)
+    if run_dir:
+        print(Path(str(run_dir)).resolve())
+    return 0 if state.is_completed() else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """Recent runs with headline metrics, newest first, read from the run directories."""
+    from tasks.rundir import data_root
+
+    base = data_root() / "runs"
+    rows = []
+    for metrics_path in base.glob("*/*/metrics.json"):
+        try:
+            m = json.loads(metrics_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        test = m.get("test") or m.get("detection", {}).get("window", {})
+        rows.append(
+            (
+                metrics_path.parent.name,
+                m.get("flow", metrics_path.parent.parent.name),
+                m.get("dataset", ""),
+                m.get("profile", ""),
+                test.get("accuracy"),
+                (m.get("baseline") or {}).get("accuracy"),
+                "FAILED" if "error" in m else "ok",
+                str(metrics_path.parent),
+            )
+        )
+    rows.sort(key=lambda r: r[0], reverse=True)
+    print(f"{'run':<40} {'flow':<18} {'dataset':<14} {'profile':<7} {'acc':>6} {'svm':>6} status  path")
+    for r in rows[: args.limit]:
+        acc = f"{r[4]:.3f}" if isinstance(r[4], float) else "-"
+        svm = f"{r[5]:.3f}" if isinstance(r[5], float) else "-"
+        print(f"{r[0]:<40} {r[1]:<18} {r[2]:<14} {r[3]:<7} {acc:>6} {svm:>6} {r[6]:<7} {r[7]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a flow and print its run directory")
+    run.add_argument("flow", choices=FLOWS)
+    run.add_argument("--data", help="image folder ROOT/<class>/* or CSV manifest (default: the ELPV images)")
+    run.add_argument("--profile", choices=("test", "quick", "full"), help="default: quick without a GPU, full with")
+    run.add_argument("--config", help="YAML file with config sections (a run's config.yaml works)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.epochs=5")
+    run.add_argument("--name", help="run name; an existing run of that name is resumed from its checkpoint")
+    run.add_argument("--refresh", nargs="*", metavar="STAGE", help="recompute cached stages (all when none named)")
+    run.set_defaults(func=cmd_run)
+    runs = sub.add_parser("runs", help="recent runs with their headline metrics, newest first")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

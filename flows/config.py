@@ -1,0 +1,167 @@
+"""Typed run configuration: one frozen pydantic model per stage, composed per flow.
+
+The composed model is the flow's only parameter, so the CLI, deployments and the Prefect UI form all validate
+through the same schema. Profiles are plain instances; precedence is profile < ``--config`` file < ``--set``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tasks.config import (
+    AugmentConfig,
+    EvaluateConfig,
+    IngestConfig,
+    LabelConfig,
+    QualityConfig,
+    ReportConfig,
+    RunnerConfig,
+    TrainConfig,
+    _Section,
+)
+
+PROFILES = ("test", "quick", "full")
+Profile = Literal["test", "quick", "full"]
+
+
+class DefectConfig(_Section):
+    """The resolved configuration of the ``defect-detection`` flow."""
+
+    profile: Profile = "quick"
+    seed: int = 0
+    ingest: IngestConfig = IngestConfig()
+    quality: QualityConfig = QualityConfig()
+    label: LabelConfig = LabelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+    runner: RunnerConfig = RunnerConfig()
+
+
+_DEFECT_PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds: for the test suite. Tiny net, tiny images, a couple of epochs.
+    "test": {
+        "ingest": {"limit": 160},
+        "train": {"model": "resnet_tiny", "image_size": 32, "epochs": 2, "batch_size": 16, "patience": None},
+        "evaluate": {"baseline_c": (1.0,), "worst_k": 4},
+        "augment": {"grid_samples": 4},
+    },
+    # Minutes on 2 CPU cores.
+    "quick": {},
+    # A GPU: bigger net, full ELPV resolution class, long schedule.
+    "full": {
+        "train": {"model": "resnet_medium", "image_size": 160, "epochs": 60, "batch_size": 64, "patience": 15},
+        "evaluate": {"baseline_c": (0.3, 1.0, 3.0, 10.0)},
+    },
+}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def profile_overrides(flow: str, profile: str) -> dict[str, Any]:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    table = {"defect": _DEFECT_PROFILES}[flow]
+    return deep_merge(table[profile], {"profile": profile})
+
+
+CONFIG_MODELS: dict[str, type[BaseModel]] = {"defect": DefectConfig}
+
+
+def parse_set(expr: str, model: type[BaseModel]) -> dict[str, Any]:
+    """Turn ``a.b=value`` into ``{"a": {"b": value}}``, checking the path against ``model``.
+
+    The value is parsed as YAML so numbers, booleans, null and lists work (``train.epochs=3``,
+    ``evaluate.baseline_c=[1,10]``); pydantic then validates it against the field's type.
+    """
+    if "=" not in expr:
+        raise ValueError(f"--set {expr!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, raw = expr.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ValueError(f"--set {expr!r}: empty key")
+    current: type[BaseModel] | None = model
+    for i, part in enumerate(parts):
+        if current is None or part not in current.model_fields:
+            where = ".".join(parts[:i]) or "the top level"
+            known = ", ".join(sorted(current.model_fields)) if current is not None else "(no sub-keys)"
+            raise ValueError(f"--set {key}: unknown key {part!r} under {where}; known keys: {known}")
+        annotation = current.model_fields[part].annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if current is not None:
+        example = next(iter(current.model_fields))
+        raise ValueError(f"--set {key}: {key} is a section; set one of its keys, e.g. {key}.{example}")
+    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    out: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        out = {part: out}
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError as exc:
+        raise ValueError(f"--config {p}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {p}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ValueError(f"--config {p}: expected a mapping of sections (ingest:, train:, ...), got {kind}")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def resolve_config(
+    flow: str,
+    *,
+    profile: str | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    default_profile: str = "quick",
+) -> BaseModel:
+    """Resolve profile < config file < --set into one validated config.
+
+    Without an explicit ``profile``, a ``profile:`` key in the config file decides, then ``default_profile``
+    (the CLI passes ``quick`` without a GPU and ``full`` with one).
+    """
+    model = CONFIG_MODELS[flow]
+    file_data = load_config_file(config_file) if config_file else {}
+    set_data: dict[str, Any] = {}
+    for expr in sets or []:
+        set_data = deep_merge(set_data, parse_set(expr, model))
+    chosen = profile or set_data.get("profile") or file_data.get("profile") or default_profile
+    merged = deep_merge(profile_overrides(flow, chosen), file_data)
+    merged = deep_merge(merged, set_data)
+    merged["profile"] = chosen
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, "config")) from exc
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""The augment stage: pure functions per modality (images.py, eeg.py) and thin Prefect tasks."""

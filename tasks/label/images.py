@@ -1,0 +1,172 @@
+"""Turn raw labels into training targets and a leakage-free, seeded train/val/test split.
+
+ELPV follows Deitsch et al. 2019 (Solar Energy 185): defective iff the annotated defect probability is >= 0.5,
+a 75/25 split stratified by label and module type (mono/poly), and sample weights from annotation confidence.
+Folders and manifests: the negative class against all others (binary) or every class (multiclass); a ``group``
+(e.g. a wafer, a part serial) never lands in both train and test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
+from tasks.config import LabelConfig
+from tasks.rundir import RunContext
+
+NEGATIVE_NAMES = ("good", "ok", "normal", "non_defective")
+SPLIT_COLUMNS = ["sample_id", "path", "label", "split", "stratum", "group", "synthetic", "class_name", "weight"]
+ELPV_CLASS_VALUES = (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+class LabelError(ValueError):
+    """The data cannot be labelled or split as asked; the message says what to change."""
+
+
+@dataclass
+class Labelled:
+    table: pd.DataFrame  # SPLIT_COLUMNS
+    class_names: list[str]
+    notes: list[str]
+
+
+def label_elpv(records: pd.DataFrame, cfg: LabelConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Binary (p >= threshold) or the four ELPV probability classes; weight = annotation confidence |2p - 1|.
+
+    The raters' 1/3 and 2/3 grades mean "possibly defective": they still train, with a third of the weight,
+    rather than being thrown away (floored at 1/3 so p = 0.5 never gets zero weight).
+    """
+    prob = records["label_raw"].astype(float).to_numpy()
+    if cfg.mode == "binary":
+        label = (prob >= cfg.defect_threshold).astype(int)
+        names = ["functional", "defective"]
+    else:
+        label = np.abs(prob[:, None] - np.array(ELPV_CLASS_VALUES)[None, :]).argmin(axis=1)
+        names = ["p000", "p033", "p067", "p100"]
+    weight = np.maximum(np.abs(2 * prob - 1), 1 / 3) if cfg.confidence_weights else np.ones_like(prob)
+    out = records.copy()
+    out["label"] = label
+    out["weight"] = weight
+    return out, names
+
+
+def label_named_classes(records: pd.DataFrame, cfg: LabelConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Folder/manifest labels: binary is the negative class vs everything else, multiclass keeps each class."""
+    raw = records["label_raw"].astype(str)
+    classes = sorted(raw.unique())
+    negative = cfg.negative
+    if negative is None:
+        negative = next((c for c in classes if c.lower() in NEGATIVE_NAMES), None)
+    elif negative not in classes:
+        raise LabelError(f"label.negative={negative!r} is not one of the classes found: {', '.join(classes)}")
+    out = records.copy()
+    out["weight"] = 1.0
+    if cfg.mode == "binary":
+        if negative is None:
+            raise LabelError(
+                f"binary mode needs a negative (no-defect) class, but the classes are {', '.join(classes)}; "
+                f"name one with --set label.negative=CLASS, call its folder good/ok/normal/non_defective, "
+                f"or use --set label.mode=multiclass"
+            )
+        positives = [c for c in classes if c != negative]
+        out["label"] = (raw != negative).astype(int)
+        names = [negative, positives[0] if len(positives) == 1 else "defective"]
+        return out, names
+    names = ([negative] if negative else []) + [c for c in classes if c != negative]
+    out["label"] = raw.map({c: i for i, c in enumerate(names)}).astype(int)
+    return out, names
+
+
+def _split_indices(
+    labels: np.ndarray, strata: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into (keep, held_out) of about ``fraction``, stratified, groups kept whole."""
+    idx = np.arange(len(labels))
+    if (groups != "").any():
+        n_splits = max(2, round(1 / fraction))
+        sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        keep, held = next(sgkf.split(idx, labels, groups=np.where(groups == "", idx.astype(str), groups)))
+        return keep, held
+    key = np.char.add(labels.astype(str), np.char.add("|", strata.astype(str)))
+    _, counts = np.unique(key, return_counts=True)
+    stratify = key if counts.min() >= 2 else labels
+    keep, held = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
+    return np.sort(keep), np.sort(held)
+
+
+def make_splits(records: pd.DataFrame, source: str, cfg: LabelConfig, seed: int) -> Labelled:
+    """Label the usable records and assign ``split`` in {train, val, test}; raises LabelError with a hint."""
+    if records.empty:
+        raise LabelError("no usable images are left after the quality checks; see quarantine.csv for why")
+    if source == "elpv":
+        table, names = label_elpv(records, cfg)
+    else:
+        table, names = label_named_classes(records, cfg)
+    counts = np.bincount(table["label"].to_numpy(), minlength=len(names))
+    missing = [names[i] for i, n in enumerate(counts) if n < 3]
+    if missing:
+        have = ", ".join(f"{n}: {c}" for n, c in zip(names, counts, strict=True))
+        raise LabelError(
+            f"class {', '.join(missing)} has fewer than 3 usable images ({have}); a train/val/test split "
+            f"needs at least 3 per class; add images or merge classes"
+        )
+    labels = table["label"].to_numpy()
+    strata = table["stratum"].fillna("").astype(str).to_numpy()
+    groups = table["group"].fillna("").astype(str).to_numpy()
+    train_idx, test_idx = _split_indices(labels, strata, groups, cfg.test_fraction, seed)
+    sub_train, sub_val = _split_indices(
+        labels[train_idx], strata[train_idx], groups[train_idx], cfg.val_fraction, seed + 1
+    )
+    split = np.empty(len(table), dtype=object)
+    split[train_idx[sub_train]] = "train"
+    split[train_idx[sub_val]] = "val"
+    split[test_idx] = "test"
+    table["split"] = split
+    table["synthetic"] = False
+    table["class_name"] = [names[i] for i in labels]
+    notes = []
+    for part in ("train", "val", "test"):
+        present = set(table.loc[table["split"] == part, "label"])
+        if len(present) < len(names):
+            notes.append(f"the {part} split lacks class(es) {sorted(set(range(len(names))) - present)}")
+    return Labelled(table[SPLIT_COLUMNS].reset_index(drop=True), names, notes)
+
+
+@task(name="label", cache_policy=NO_CACHE)
+def label_images_task(cfg: LabelConfig, ingest: StageResult, quality: StageResult, ctx: RunContext) -> StageResult:
+    """Label and split the usable images; a data set that cannot be split stops the run with a hint."""
+    logger = get_run_logger()
+    key = stage_key("label", quality.key, cfg, ctx.seed)
+
+    def build(out: Path) -> dict:
+        usable = pd.read_csv(quality.dir / "usable.csv", dtype={"label_raw": str, "stratum": str, "group": str})
+        usable[["stratum", "group"]] = usable[["stratum", "group"]].fillna("")
+        try:
+            labelled = make_splits(usable, ingest.summary["source"], cfg, ctx.seed)
+        except LabelError as exc:
+            raise StageError(str(exc)) from exc
+        table = labelled.table.merge(usable[["sample_id", "grey", "height", "width"]], on="sample_id", how="left")
+        table.to_csv(out / "splits.csv", index=False)
+        counts = {
+            part: {
+                name: int(((table["split"] == part) & (table["class_name"] == name)).sum())
+                for name in labelled.class_names
+            }
+            for part in ("train", "val", "test")
+        }
+        return {"class_names": labelled.class_names, "counts": counts, "notes": labelled.notes, "mode": cfg.mode}
+
+    result = run_stage(StageCache(ctx.cache_root), "label", key, build, ctx.refreshes("label"))
+    if result.error is None:
+        for part, c in result.summary["counts"].items():
+            logger.info("label: %s %s", part, ", ".join(f"{k}={v}" for k, v in c.items()))
+        for note in result.summary["notes"]:
+            logger.warning("label: %s", note)
+    return result

@@ -1,0 +1,145 @@
+"""The run directory contract (ARCHITECTURE.md): where a run's outputs live and how a named run is resumed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+LINEAGE_PACKAGES = (
+    "vigil",
+    "torch",
+    "prefect",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scikit-image",
+    "opencv-python-headless",
+    "albumentations",
+    "mne",
+    "elpv-dataset",
+)
+
+
+class RunContext(BaseModel):
+    """Small, serialisable facts every stage needs; passed between tasks instead of state."""
+
+    model_config = ConfigDict(frozen=True)
+
+    flow: str
+    data_root: str
+    run_dir: str
+    seed: int
+    refresh: tuple[str, ...] = ()
+    resumed: bool = False
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.data_root) / "cache"
+
+    def refreshes(self, stage: str) -> bool:
+        return "all" in self.refresh or stage in self.refresh
+
+
+def data_root() -> Path:
+    """``$VIGIL_DATA``, else ``./data`` under the current directory."""
+    return Path(os.environ.get("VIGIL_DATA", "data")).expanduser().resolve()
+
+
+def safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+    if not cleaned:
+        raise ValueError(f"run name {name!r} has no usable characters (letters, digits, '-', '_', '.')")
+    return cleaned
+
+
+def open_run_dir(root: Path, flow: str, run_name: str, reuse: bool) -> tuple[Path, bool]:
+    """Create ``runs/<flow>/<UTC timestamp>-<name>/``; with ``reuse`` the newest existing ``*-<name>`` is reused.
+
+    Returns (path, resumed). Reuse is what makes ``--name`` resume a killed training run from its checkpoint.
+    """
+    base = root / "runs" / flow
+    name = safe_name(run_name)
+    if reuse:
+        existing = sorted(p for p in base.glob(f"*-{name}") if p.is_dir() and p.name[:16].endswith("Z"))
+        if existing:
+            return existing[-1], True
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = base / f"{stamp}-{name}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path, False
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link a cache file into the run (no extra disk), copying when links are not possible."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def attach_run_log(run_dir: Path) -> logging.Handler:
+    """Copy Prefect's and vigil's log records into ``run.log`` for people without a server."""
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s | %(message)s"))
+    handler.setLevel(logging.INFO)
+    for name in ("prefect", "vigil"):
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+def detach_run_log(handler: logging.Handler) -> None:
+    for name in ("prefect", "vigil"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    here = path or Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in LINEAGE_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware() -> dict[str, object]:
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            info["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
