@@ -6,9 +6,11 @@ layer; ``flows/config.py`` composes them per flow and holds the profiles.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.registry import list_models
 
 
 class _Section(BaseModel):
@@ -63,6 +65,9 @@ class AugmentConfig(_Section):
 
 class TrainConfig(_Section):
     model: str = "resnet_small"
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the model factory, e.g. {stem_stride: 4}."
+    )
     image_size: int = Field(96, ge=32, le=1024)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(12, ge=1)
@@ -78,6 +83,14 @@ class TrainConfig(_Section):
     amp: bool = True
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers; None: 0 on CPU, up to 8 on GPU.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default.")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        known = list_models("image")
+        if name not in known:
+            raise ValueError(f"unknown image model {name!r}; known: {', '.join(known)}")
+        return name
 
 
 class EvaluateConfig(_Section):

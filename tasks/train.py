@@ -179,7 +179,12 @@ def train_classifier(
     test_loader = DataLoader(dataset("test", False), shuffle=False, **loader_kw)
 
     torch.manual_seed(seed)
-    model_kwargs = {"in_chans": channels, "num_classes": len(class_names), "drop_rate": cfg.drop_rate}
+    model_kwargs = {
+        **cfg.model_kwargs,
+        "in_chans": channels,
+        "num_classes": len(class_names),
+        "drop_rate": cfg.drop_rate,
+    }
     model = create_model(cfg.model, **model_kwargs)
     fit_cfg = FitConfig(
         epochs=cfg.epochs,

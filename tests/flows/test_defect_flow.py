@@ -1,0 +1,132 @@
+"""The defect-detection flow run for real under a Prefect test harness, on real PNG files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import add_bad_files, write_part_folder
+
+from flows.config import resolve_config
+from flows.defect_detection import defect_detection
+from tasks.train import load_model
+
+RUN_FILES = (
+    "metrics.json",
+    "report.html",
+    "config.yaml",
+    "lineage.json",
+    "model.pt",
+    "splits.csv",
+    "quarantine.csv",
+    "augment.json",
+    "run.log",
+)
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, data_root: Path, sets: list[str], **kw) -> tuple[object, Path | None]:
+    monkeypatch.setenv("VIGIL_DATA", str(data_root))
+    config = resolve_config("defect", profile="test", sets=sets)
+    state = defect_detection(config=config, return_state=True, **kw)
+    result = state.result(raise_on_failure=False)
+    return state, Path(result) if isinstance(result, str) else None
+
+
+def test_folder_with_bad_files_still_gives_a_model(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=30)
+    bad = add_bad_files(root / "crack")
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}", "train.epochs=3"])
+    assert state.is_completed(), state.message
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoints").exists()
+    quarantine = pd.read_csv(run_dir / "quarantine.csv")
+    reasons = dict(zip(quarantine["path"], quarantine["reason"], strict=True))
+    assert "truncated PNG" in reasons[str(bad["truncated"])]
+    assert "empty file" in reasons[str(bad["empty"])]
+    assert "not an image" in reasons[str(bad["text"])]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["flow"] == "defect-detection" and metrics["profile"] == "test"
+    assert metrics["n"]["quarantined"] == 3
+    assert metrics["n"]["train"] + metrics["n"]["val"] + metrics["n"]["test"] == 60
+    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "confusion_matrix"):
+        assert key in metrics["test"] and key in metrics["baseline"]
+    assert 0.0 <= metrics["test"]["threshold"] <= 1.0
+    assert set(metrics["timing_s"]) >= {"ingest", "quality", "label", "augment", "train", "evaluate", "total"}
+    model, meta = load_model(run_dir / "model.pt")
+    assert meta["class_names"] == ["good", "crack"] and meta["threshold"] == metrics["test"]["threshold"]
+    x = torch.zeros(2, meta["in_chans"], meta["image_size"], meta["image_size"])
+    assert model(x).shape == (2, 2)
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "truncated PNG" in html
+    assert "src='file:" not in html
+    splits = pd.read_csv(run_dir / "splits.csv")
+    assert {"sample_id", "path", "label", "split", "stratum", "group", "synthetic"} <= set(splits.columns)
+    assert not set(splits["path"]) & {str(p) for p in bad.values()}
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts() -> list:
+        async with get_client() as client:
+            key = f"defect-detection-{metrics['dataset']}-metrics"
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    found = asyncio.run(artifacts())
+    assert found and "test accuracy" in found[0].description
+
+
+def test_no_negative_class_stops_with_one_sentence(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=8, classes=("crack", "stain"))
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}"])
+    assert state.is_failed()
+    assert "label.negative" in state.message and "Traceback" not in state.message
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "label.negative" in metrics["error"]
+    assert "label.negative" in (run_dir / "report.html").read_text()
+
+
+def test_nothing_usable_stops_with_one_sentence(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = tmp_path / "parts"
+    for cls in ("good", "crack"):
+        (root / cls).mkdir(parents=True)
+        (root / cls / "a.png").write_bytes(b"")
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}"])
+    assert state.is_failed() and "no usable images" in state.message
+    assert len(pd.read_csv(run_dir / "quarantine.csv")) == 2
+
+
+def test_same_seed_same_metrics_and_cache_reuse(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=20)
+    sets = [f"ingest.path={root}", "train.epochs=2"]
+    s1, d1 = _run(monkeypatch, tmp_path / "vd", sets)
+    s2, d2 = _run(monkeypatch, tmp_path / "vd", sets)
+    s3, d3 = _run(monkeypatch, tmp_path / "vd", sets, refresh=[])
+    m1, m2, m3 = (json.loads((d / "metrics.json").read_text()) for d in (d1, d2, d3))
+    assert d1 != d2 != d3
+    assert all(m2["cached"].values()) and not any(m3["cached"].values())
+    assert m1["test"] == m2["test"] == m3["test"]
+    assert m1["baseline"]["accuracy"] == m3["baseline"]["accuracy"]
+    s4, d4 = _run(monkeypatch, tmp_path / "vd", [*sets, "train.epochs=3"])
+    m4 = json.loads((d4 / "metrics.json").read_text())
+    assert m4["cached"] == {
+        "ingest": True,
+        "quality": True,
+        "label": True,
+        "augment": True,
+        "train": False,
+        "evaluate": False,
+    }
+
+
+def test_elpv_test_profile(prefect_harness, tmp_path, monkeypatch) -> None:
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [])
+    assert state.is_completed(), state.message
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["dataset"] == "elpv"
+    assert set(metrics["test"]["by_group"]) == {"mono", "poly"}
+    assert set(metrics["baseline"]["by_group"]) == {"mono", "poly"}
