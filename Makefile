@@ -25,6 +25,7 @@ install-dev: $(DEV_STAMP)
 # Runs every flow on its embedded default data and prints each run directory, one per line.
 run: $(STAMP)
 	@$(BIN)/vigil run defect | tail -n 1
+	@$(BIN)/vigil run eeg | tail -n 1
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -ra

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-FLOWS = ("defect",)
+FLOWS = ("defect", "eeg")
 
 
 def _gpu_available() -> bool:
@@ -71,15 +71,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"vigil: --data {args.data}: no such file or folder", file=sys.stderr)
         return 2
     root = data_root()
-    from flows.defect_detection import defect_detection, expand_refresh
-    from tasks.report.images import STAGES
+    from flows.defect_detection import expand_refresh
 
+    if args.flow == "defect":
+        from flows.defect_detection import defect_detection as flow_fn
+        from tasks.report.images import STAGES
+    else:
+        from flows.seizure_prediction import STAGES
+        from flows.seizure_prediction import seizure_prediction as flow_fn
     try:
         expand_refresh(args.refresh, STAGES)
     except ValueError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 2
-    flow_fn = defect_detection
     options = {"flow_run_name": args.name} if args.name else {}
     with prefect_api(root):
         state = flow_fn.with_options(**options)(
@@ -133,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a flow and print its run directory")
     run.add_argument("flow", choices=FLOWS)
-    run.add_argument("--data", help="image folder ROOT/<class>/* or CSV manifest (default: the ELPV images)")
+    run.add_argument(
+        "--data",
+        help="defect: image folder ROOT/<class>/* or CSV manifest (default: ELPV); "
+        "eeg: CHB-MIT layout or a folder of EDF/EDF+ files (default: the simulator)",
+    )
     run.add_argument("--profile", choices=("test", "quick", "full"), help="default: quick without a GPU, full with")
     run.add_argument("--config", help="YAML file with config sections (a run's config.yaml works)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.epochs=5")

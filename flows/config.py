@@ -14,6 +14,11 @@ from pydantic import BaseModel, ValidationError
 
 from tasks.config import (
     AugmentConfig,
+    EegAugmentConfig,
+    EegEvaluateConfig,
+    EegIngestConfig,
+    EegLabelConfig,
+    EegTrainConfig,
     EvaluateConfig,
     IngestConfig,
     LabelConfig,
@@ -41,6 +46,68 @@ class DefectConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
     runner: RunnerConfig = RunnerConfig()
+
+
+class SeizureConfig(_Section):
+    """The resolved configuration of the ``seizure-prediction`` flow (detection and prediction)."""
+
+    profile: Profile = "quick"
+    seed: int = 0
+    task: Literal["detection", "prediction", "both"] = "both"
+    ingest: EegIngestConfig = EegIngestConfig()
+    label: EegLabelConfig = EegLabelConfig()
+    augment: EegAugmentConfig = EegAugmentConfig()
+    train: EegTrainConfig = EegTrainConfig()
+    evaluate: EegEvaluateConfig = EegEvaluateConfig()
+    report: ReportConfig = ReportConfig()
+    runner: RunnerConfig = RunnerConfig()
+
+
+_SEIZURE_PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds: 2 patients x 3 short recordings, tiny net; SOP/SPH scaled to the recording length.
+    "test": {
+        "ingest": {
+            "sfreq": 128.0,
+            "simulate": {
+                "n_patients": 2,
+                "recordings_per_patient": 3,
+                "recording_s": 600.0,
+                "seizures_per_patient": 2,
+                "preictal_s": 150.0,
+            },
+        },
+        "label": {
+            "window_s": 4.0,
+            "step_s": 4.0,
+            "sop_s": 120.0,
+            "sph_s": 20.0,
+            "interictal_gap_s": 180.0,
+            "postictal_s": 60.0,
+        },
+        "train": {"model": "eeg_cnn_tiny", "epochs": 2, "patience": None, "batch_size": 32},
+        "evaluate": {"prediction_smooth_windows": 3},
+    },
+    # Minutes on 2 CPU cores: 3 patients x 4 x 40 min, 9 leading seizures; SOP 10 min, SPH 2 min.
+    "quick": {
+        "ingest": {"sfreq": 128.0},
+        "label": {"sop_s": 600.0, "sph_s": 120.0, "interictal_gap_s": 900.0, "postictal_s": 300.0},
+        "train": {"epochs": 6, "patience": 3},
+    },
+    # A GPU: hours per patient, the field's SOP 30 min / SPH 5 min.
+    "full": {
+        "ingest": {
+            "simulate": {
+                "n_patients": 5,
+                "recordings_per_patient": 6,
+                "recording_s": 3600.0,
+                "seizures_per_patient": 4,
+                "preictal_s": 2400.0,
+            }
+        },
+        "label": {"step_s": 2.0, "sop_s": 1800.0, "sph_s": 300.0, "interictal_gap_s": 2400.0},
+        "train": {"epochs": 30, "patience": 8, "compare": ["eeg_cnn_lstm", "eeg_transformer"]},
+    },
+}
 
 
 _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
@@ -74,11 +141,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def profile_overrides(flow: str, profile: str) -> dict[str, Any]:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    table = {"defect": _DEFECT_PROFILES}[flow]
+    table = {"defect": _DEFECT_PROFILES, "eeg": _SEIZURE_PROFILES}[flow]
     return deep_merge(table[profile], {"profile": profile})
 
 
-CONFIG_MODELS: dict[str, type[BaseModel]] = {"defect": DefectConfig}
+CONFIG_MODELS: dict[str, type[BaseModel]] = {"defect": DefectConfig, "eeg": SeizureConfig}
 
 
 def parse_set(expr: str, model: type[BaseModel]) -> dict[str, Any]:

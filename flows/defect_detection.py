@@ -22,7 +22,7 @@ from tasks.label.images import label_images_task
 from tasks.quality.images import quality_images_task
 from tasks.report.images import STAGES, report_images_task
 from tasks.rundir import RunContext, attach_run_log, data_root, detach_run_log, open_run_dir
-from tasks.train import train_images_task
+from tasks.train.images import train_images_task
 
 FLOW_NAME = "defect-detection"
 

@@ -51,6 +51,9 @@ class ResNet(nn.Module):
         depths: BasicBlocks per stage.
         stem_width: Channels of the stem conv; defaults to ``widths[0]``.
         stem_stride: Stride of the stem conv.
+        stem_pool: Follow the stem with a 2x2 max-pool: 4x fewer activations in every stage. The conv still sees
+            full resolution, and a learned dark-line detector's response survives the max, so thin cracks are
+            kept while the cost drops to that of a quarter-size input (for CPUs).
         se: Add Squeeze-Excitation to every block.
         pool_type: Global pooling, see :func:`models.layers.global_pool`.
     """
@@ -64,6 +67,7 @@ class ResNet(nn.Module):
         depths: Sequence[int] = (1, 1, 1, 1),
         stem_width: int | None = None,
         stem_stride: int = 2,
+        stem_pool: bool = False,
         se: bool = False,
         pool_type: str = "avg",
     ) -> None:
@@ -77,6 +81,7 @@ class ResNet(nn.Module):
         stem_width = stem_width or widths[0]
 
         self.stem = ConvNormAct(in_chans, stem_width, 3, stride=stem_stride)
+        self.stem_pool = nn.MaxPool2d(2) if stem_pool else nn.Identity()
         stages: list[nn.Module] = []
         prev = stem_width
         for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
@@ -95,7 +100,7 @@ class ResNet(nn.Module):
         return self.stages[-1][-1]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)  # (B, stem_width, H/s, W/s)
+        x = self.stem_pool(self.stem(x))  # (B, stem_width, H/s, W/s), halved again with stem_pool
         return self.stages(x)  # (B, num_features, H/(s*2^(n_stages-1)), ...)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -196,6 +201,13 @@ def resnet_small(in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0
     Sized for 96-160 px grey solar-cell images trained on a 2-core CPU in seconds per epoch.
     """
     args: dict = dict(widths=(24, 48, 96, 192), depths=(1, 1, 1, 1))
+    return ResNet(in_chans, num_classes, drop_rate, **{**args, **kwargs})
+
+
+@register_model("image")
+def resnet_fast(in_chans: int = 1, num_classes: int = 2, drop_rate: float = 0.0, **kwargs: object) -> ResNet:
+    """``resnet_small`` with a max-pooled stem: 128 px input at the cost of 64 px, the 2-core CPU default."""
+    args: dict = dict(widths=(24, 48, 96, 192), depths=(1, 1, 1, 1), stem_pool=True)
     return ResNet(in_chans, num_classes, drop_rate, **{**args, **kwargs})
 
 

@@ -64,17 +64,17 @@ class AugmentConfig(_Section):
 
 
 class TrainConfig(_Section):
-    model: str = "resnet_small"
+    model: str = "resnet_fast"
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments for the model factory, e.g. {stem_stride: 4}."
     )
-    image_size: int = Field(96, ge=32, le=1024)
+    image_size: int = Field(128, ge=32, le=1024)
     batch_size: int = Field(32, ge=1)
-    epochs: int = Field(12, ge=1)
+    epochs: int = Field(25, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    patience: int | None = Field(6, ge=1)
+    patience: int | None = Field(10, ge=1)
     monitor: Literal["loss", "accuracy", "balanced_accuracy"] = "balanced_accuracy"
     class_balanced: bool = Field(True, description="Weight the loss by inverse class frequency.")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -114,3 +114,93 @@ class RunnerConfig(_Section):
         if self.dask_address and self.kind != "dask":
             return self.model_copy(update={"kind": "dask"})
         return self
+
+
+# ----------------------------------------------------------------------------------------------------- EEG
+
+
+class SimulateConfig(_Section):
+    """The built-in EEG simulator, used when no ``--data`` is given (see tasks/simulate.py for the physiology)."""
+
+    n_patients: int = Field(3, ge=1, le=99)
+    recordings_per_patient: int = Field(4, ge=1)
+    recording_s: float = Field(2400.0, ge=60)
+    seizures_per_patient: int = Field(3, ge=0)
+    preictal_s: float = Field(900.0, ge=10, description="Length of the simulated preictal build-up.")
+    sfreq: float = Field(256.0, gt=0)
+
+
+class EegIngestConfig(_Section):
+    path: str | None = Field(None, description="CHB-MIT layout or a folder of EDF/EDF+ files; None = the simulator.")
+    simulate: SimulateConfig = SimulateConfig()
+    sfreq: float = Field(256.0, gt=0, description="Every recording is resampled to this rate (Hz).")
+    l_freq: float | None = Field(0.5, ge=0, description="High-pass corner (Hz); None = off.")
+    h_freq: float | None = Field(None, gt=0, description="Low-pass corner (Hz); None = min(70, 0.45 sfreq).")
+    notch: float | Literal["auto"] | None = Field("auto", description="Mains notch (Hz), 'auto' detects 50/60 Hz.")
+    channels: list[str] | None = Field(None, description="Force this channel set instead of the common one.")
+    min_duration_s: float = Field(30.0, ge=0)
+
+
+class EegLabelConfig(_Section):
+    window_s: float = Field(4.0, gt=0)
+    step_s: float = Field(4.0, gt=0, description="Window step (s); ictal windows are not oversampled.")
+    sop_s: float = Field(1800.0, gt=0, description="Seizure occurrence period (Truong et al. 2018: 30 min).")
+    sph_s: float = Field(300.0, ge=0, description="Seizure prediction horizon (5 min).")
+    interictal_gap_s: float = Field(
+        7200.0, gt=0, description="Interictal windows are at least this far from any seizure (>= SOP + SPH)."
+    )
+    postictal_s: float = Field(600.0, ge=0)
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="Detection: fraction of recordings held out.")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    scheme: Literal["loso", "lopo"] = Field("loso", description="Prediction folds: leave-one-seizure/patient-out.")
+
+    @model_validator(mode="after")
+    def _gap_covers_sop(self) -> EegLabelConfig:
+        if self.interictal_gap_s < self.sop_s + self.sph_s:
+            raise ValueError(
+                f"label.interictal_gap_s={self.interictal_gap_s} must be >= sop_s + sph_s = {self.sop_s + self.sph_s}"
+            )
+        return self
+
+
+class EegAugmentConfig(_Section):
+    time_shift: float = Field(0.5, ge=0, le=1)
+    amplitude_scale: float = Field(0.5, ge=0, le=1)
+    gaussian_noise: float = Field(0.3, ge=0, le=1)
+    channel_dropout: float = Field(0.2, ge=0, le=1)
+    frequency_shift: float = Field(0.0, ge=0, le=1)
+    time_mask: float = Field(0.2, ge=0, le=1)
+    sign_flip: float = Field(0.0, ge=0, le=1)
+
+
+class EegTrainConfig(_Section):
+    model: str = "eeg_cnn"
+    compare: list[str] = Field(default_factory=list, description="Other registry models to score on detection.")
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    patience: int | None = Field(4, ge=1)
+    drop_rate: float = Field(0.25, ge=0, lt=1)
+    normalize: Literal["window", "recording", "none"] = "recording"
+    negatives_per_positive: float = Field(
+        4.0, gt=0, description="Training windows: at most this many negative windows per positive (seeded)."
+    )
+    device: str | None = None
+    amp: bool = True
+    num_workers: int | None = Field(None, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        known = list_models("eeg")
+        if name not in known:
+            raise ValueError(f"unknown EEG model {name!r}; known: {', '.join(known)}")
+        return name
+
+
+class EegEvaluateConfig(_Section):
+    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "youden"] = "balanced_accuracy"
+    detection_smooth_windows: int = Field(3, ge=1)
+    prediction_smooth_windows: int = Field(15, ge=1)
+    alpha: float = Field(0.05, gt=0, lt=1)

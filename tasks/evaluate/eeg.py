@@ -19,18 +19,25 @@ chance is the analytic random predictor of Schelter et al. 2006 (Chaos 16, 01310
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 from timescoring.annotations import Annotation
 from timescoring.scoring import EventScoring
 
-from tasks.evaluate.metrics import binary_metrics
+from tasks.cache import StageCache, StageResult, run_stage, stage_key
+from tasks.config import EegEvaluateConfig, EegLabelConfig
+from tasks.evaluate.metrics import binary_metrics, choose_threshold
+from tasks.rundir import RunContext
 
 #: SzCORE event-scoring parameters (Dan et al. 2024), seconds.
 SZCORE = {
@@ -706,3 +713,180 @@ def prediction_report(
     return pool_prediction_scores(
         parts, sop_s, window_labels=labels, window_scores=s, alpha=alpha, n_parameters=n_parameters
     )
+
+
+# --------------------------------------------------------------------------------------------- Prefect task
+def _read_windows(label: StageResult) -> pd.DataFrame:
+    return pd.read_csv(
+        label.dir / "windows.csv", dtype={"recording_id": str, "patient": str, "seizure_id": str}, keep_default_na=False
+    )
+
+
+def evaluate_detection(
+    windows: pd.DataFrame,
+    predictions: pd.DataFrame,
+    seizures: pd.DataFrame,
+    recordings: pd.DataFrame,
+    window_s: float,
+    step_s: float,
+    threshold_metric: str,
+    smooth_windows: int,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Threshold on val windows, then window and event metrics on the test recordings (overall and per patient)."""
+    scored = windows.merge(predictions[["window_id", "score"]], on="window_id", how="inner")
+    val = scored[scored["split"] == "val"]
+    test = scored[scored["split"] == "test"].reset_index(drop=True)
+    threshold = choose_threshold(val["ictal"].to_numpy(), val["score"].to_numpy(), threshold_metric)
+    test_recs = recordings[recordings["recording_id"].isin(test["recording_id"])]
+    test_sz = seizures[seizures["recording_id"].isin(test["recording_id"])]
+    report = detection_report(
+        test, test["score"].to_numpy(), threshold, test_sz, test_recs, window_s, step_s, smooth_windows
+    )
+    report["threshold"] = threshold
+    per_patient = {}
+    for patient, part in test.groupby("patient"):
+        recs = test_recs[test_recs["patient"] == patient]
+        per_patient[str(patient)] = detection_report(
+            part.reset_index(drop=True),
+            part["score"].to_numpy(),
+            threshold,
+            test_sz[test_sz["recording_id"].isin(recs["recording_id"])],
+            recs,
+            window_s,
+            step_s,
+            smooth_windows,
+        )
+    report["by_patient"] = per_patient
+    return report, test
+
+
+def evaluate_prediction(
+    windows: pd.DataFrame,
+    fold_predictions: pd.DataFrame,
+    leading: pd.DataFrame,
+    sop_s: float,
+    sph_s: float,
+    threshold_metric: str,
+    smooth_windows: int,
+    alpha: float,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Per fold, a threshold from its held-out training fold; pooled out-of-fold alarms scored against chance."""
+    labelled = windows.set_index("window_id")
+    thresholds = {}
+    parts = []
+    for k, rows in fold_predictions.groupby("fold"):
+        val = rows[rows["role"] == "val"]
+        y_val = labelled.loc[val["window_id"], "pred_label"].to_numpy()
+        thresholds[int(k)] = choose_threshold(y_val, val["score"].to_numpy(), threshold_metric)
+        test = rows[rows["role"] == "test"]
+        parts.append(
+            labelled.loc[test["window_id"]]
+            .reset_index()
+            .assign(score=test["score"].to_numpy(), threshold=thresholds[int(k)])
+        )
+    oof = pd.concat(parts, ignore_index=True)
+    report = prediction_report(
+        oof, oof["score"].to_numpy(), oof["threshold"].to_numpy(), leading, sop_s, sph_s, smooth_windows, alpha=alpha
+    )
+    report["feasible"] = True
+    report["sop_s"] = sop_s
+    report["sph_s"] = sph_s
+    report["fold_thresholds"] = thresholds
+    report["threshold"] = float(np.median(list(thresholds.values())))
+    per_patient = {}
+    for patient, part in oof.groupby("patient"):
+        part = part.reset_index(drop=True)
+        per_patient[str(patient)] = prediction_report(
+            part,
+            part["score"].to_numpy(),
+            part["threshold"].to_numpy(),
+            leading,
+            sop_s,
+            sph_s,
+            smooth_windows,
+            alpha=alpha,
+        )
+    report["by_patient"] = per_patient
+    return report, oof
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_eeg_task(
+    cfg: EegEvaluateConfig,
+    label_cfg: EegLabelConfig,
+    ingest: StageResult,
+    label: StageResult,
+    detection: StageResult | None,
+    prediction: StageResult | None,
+    ctx: RunContext,
+) -> StageResult:
+    """Score detection (SzCORE event rules) and prediction (alarms vs a random predictor); writes evaluation.json."""
+    logger = get_run_logger()
+    key = stage_key(
+        "evaluate", label.key, detection.key if detection else None, prediction.key if prediction else None, cfg
+    )
+
+    def build(out: Path) -> dict:
+        windows = _read_windows(label)
+        recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
+        seizures = pd.read_csv(ingest.dir / "seizures.csv", dtype={"recording_id": str, "patient": str})
+        result: dict[str, Any] = {}
+        if detection is not None:
+            det, test = evaluate_detection(
+                windows,
+                pd.read_csv(detection.dir / "predictions.csv"),
+                seizures,
+                recordings,
+                label_cfg.window_s,
+                label_cfg.step_s,
+                cfg.threshold_metric,
+                cfg.detection_smooth_windows,
+            )
+            result["detection"] = det
+            test.to_csv(out / "detection_scored.csv", index=False)
+            compare = {}
+            for folder in sorted((detection.dir / "compare").glob("*")) if (detection.dir / "compare").is_dir() else []:
+                other, _ = evaluate_detection(
+                    windows,
+                    pd.read_csv(folder / "predictions.csv"),
+                    seizures,
+                    recordings,
+                    label_cfg.window_s,
+                    label_cfg.step_s,
+                    cfg.threshold_metric,
+                    cfg.detection_smooth_windows,
+                )
+                other.pop("by_patient", None)
+                compare[folder.name] = {"detection": other}
+            if compare:
+                result["models"] = compare
+        feasible = label.summary["prediction"]
+        if prediction is not None:
+            leading = pd.read_csv(label.dir / "leading.csv", dtype={"seizure_id": str, "timeline": str})
+            pred, oof = evaluate_prediction(
+                windows,
+                pd.read_csv(prediction.dir / "fold_predictions.csv"),
+                leading,
+                label_cfg.sop_s,
+                label_cfg.sph_s,
+                cfg.threshold_metric,
+                cfg.prediction_smooth_windows,
+                cfg.alpha,
+            )
+            result["prediction"] = pred
+            oof.to_csv(out / "prediction_scored.csv", index=False)
+        elif not feasible["feasible"]:
+            result["prediction"] = {"feasible": False, "reason": feasible["reason"]}
+        (out / "evaluation.json").write_text(json.dumps(result, indent=2, default=float))
+        head: dict[str, Any] = {}
+        if "detection" in result:
+            head["detection_event_sensitivity"] = result["detection"]["event"]["sensitivity"]
+            head["detection_fp_per_24h"] = result["detection"]["event"]["fp_per_24h"]
+        if result.get("prediction", {}).get("feasible"):
+            head["prediction_sensitivity"] = result["prediction"]["sensitivity"]
+            head["prediction_p_value"] = result["prediction"]["p_value"]
+        return head
+
+    result = run_stage(StageCache(ctx.cache_root), "evaluate", key, build, ctx.refreshes("evaluate"))
+    logger.info("evaluate: %s", result.summary)
+    return result

@@ -62,6 +62,7 @@ Preprocessing: see :func:`preprocess_recording`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -76,9 +77,15 @@ from typing import Literal
 
 import mne
 import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from scipy import signal
 
+from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
+from tasks.config import EegIngestConfig
 from tasks.ingest.chbmit import SummaryFile, attach_seizures, parse_chbmit_summary
+from tasks.rundir import RunContext
 
 STAGE = "ingest"
 #: Columns of ``recordings.csv`` (contract with the windowing/labelling code).
@@ -1426,3 +1433,121 @@ def write_tables(discovery: Discovery, out_dir: Path) -> dict[str, Path]:
         writer.writerows(seizure_rows(discovery))
     paths["channels"].write_text(json.dumps({"channels": list(discovery.channels)}, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+# --------------------------------------------------------------------------------------------- Prefect task
+def _listing_fingerprint(root: Path) -> str:
+    """Names, sizes and mtimes of every file under ``root``: a cheap key for "the input changed"."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def simulate_source(cfg: EegIngestConfig, cache: StageCache, seed: int, refresh: bool) -> tuple[Path, StageResult]:
+    """Write (or reuse) the simulated CHB-MIT-layout data set; ``cache/simulate/<key>/data`` is read-only input."""
+    from tasks.simulate import SimulationSpec, simulate_dataset
+
+    sim = cfg.simulate
+    spec = SimulationSpec(
+        n_patients=sim.n_patients,
+        recordings_per_patient=sim.recordings_per_patient,
+        recording_s=sim.recording_s,
+        seizures_per_patient=sim.seizures_per_patient,
+        sfreq=sim.sfreq,
+        preictal_s=sim.preictal_s,
+        seed=seed,
+    )
+    key = stage_key("simulate", sim, seed)
+
+    def build(out: Path) -> dict:
+        files = simulate_dataset(out / "data", spec)
+        return {"n_files": len(files), "hours": len(files) * sim.recording_s / 3600}
+
+    result = run_stage(cache, "simulate", key, build, refresh)
+    return result.dir / "data", result
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_eeg_task(cfg: EegIngestConfig, ctx: RunContext) -> StageResult:
+    """Find, validate and preprocess every recording into ``signals/<id>.npy`` (cached on the file listing)."""
+    logger = get_run_logger()
+    cache = StageCache(ctx.cache_root)
+    if cfg.path is None:
+        root, sim = simulate_source(cfg, cache, ctx.seed, ctx.refreshes("ingest"))
+        logger.info("ingest: simulated %.1f h of EEG%s", sim.summary["hours"], " (cached)" if sim.cached else "")
+        source = "sim"
+    else:
+        root = Path(cfg.path).expanduser().resolve()
+        source = "edf"
+        if not root.is_dir():
+            msg = f"--data {root}: no such folder (expected CHB-MIT layout or a folder of EDF files)"
+            return StageResult(stage="ingest", key="", path="", cached=False, seconds=0.0, error=msg)
+    key = stage_key("ingest", _listing_fingerprint(root), cfg.model_dump(exclude={"simulate"}), str(root))
+
+    def build(out: Path) -> dict:
+        try:
+            discovery = discover_recordings(root, channels=cfg.channels, min_duration_s=cfg.min_duration_s)
+        except (FileNotFoundError, ValueError) as exc:
+            raise StageError(str(exc)) from exc
+        for note in discovery.notes:
+            logger.info("ingest: %s", note)
+        kept = []
+        for i, rec in enumerate(discovery.recordings, start=1):
+            try:
+                meta = preprocess_recording(
+                    Path(rec.path),
+                    discovery.channels,
+                    signal_path(out, rec.recording_id),
+                    sfreq_out=cfg.sfreq,
+                    l_freq=cfg.l_freq,
+                    h_freq=cfg.h_freq,
+                    notch=cfg.notch,
+                )
+            except (EdfHeaderError, ValueError, OSError) as exc:
+                discovery.quarantine.append({"path": rec.path, "stage": "ingest", "reason": str(exc)})
+                continue
+            kept.append(rec)
+            logger.info(
+                "ingest: %d/%d %s (%.0f s, %s)",
+                i,
+                len(discovery.recordings),
+                rec.recording_id,
+                meta.duration_s,
+                meta.filter,
+            )
+        discovery.recordings[:] = kept
+        if not kept:
+            raise StageError(f"no usable EDF recordings under {root}; see quarantine.csv for why")
+        write_tables(discovery, out)
+        pd.DataFrame(discovery.quarantine, columns=["path", "stage", "reason"]).to_csv(
+            out / "quarantine.csv", index=False
+        )
+        return {
+            "source": source,
+            "root": str(root),
+            "sfreq": cfg.sfreq,
+            "channels": discovery.channels,
+            "n_recordings": len(kept),
+            "n_patients": len({r.patient for r in kept}),
+            "hours": sum(r.duration_s for r in kept) / 3600,
+            "n_seizures": sum(len(r.seizures) for r in kept),
+            "n_quarantined": len(discovery.quarantine),
+            "notes": discovery.notes[:50],
+        }
+
+    result = run_stage(cache, "ingest", key, build, ctx.refreshes("ingest"))
+    if result.error is None:
+        s = result.summary
+        logger.info(
+            "ingest: %d recordings, %d patients, %.1f h, %d seizures, %d quarantined%s",
+            s["n_recordings"],
+            s["n_patients"],
+            s["hours"],
+            s["n_seizures"],
+            s["n_quarantined"],
+            " (cached)" if result.cached else "",
+        )
+    return result

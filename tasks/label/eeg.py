@@ -39,7 +39,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from torch.utils.data import Dataset
+
+from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
+from tasks.config import EegLabelConfig
+from tasks.rundir import RunContext
 
 WINDOW_COLUMNS = ["window_id", "recording_id", "patient", "start_sample", "start_s", "end_s", "ictal", "seizure_id"]
 PREDICTION_COLUMNS = ["timeline", "t_start_s", "t_end_s", "pred_label", "lead_seizure_id"]
@@ -745,3 +751,80 @@ class WindowDataset(Dataset):
         if self.weights is None:
             return torch.from_numpy(x), y
         return torch.from_numpy(x), y, torch.tensor(self.weights[i], dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------- Prefect task
+@task(name="label", cache_policy=NO_CACHE)
+def label_eeg_task(cfg: EegLabelConfig, ingest: StageResult, ctx: RunContext) -> StageResult:
+    """Windows with detection labels and a recording split, plus prediction labels and folds when feasible."""
+    logger = get_run_logger()
+    key = stage_key("label", ingest.key, cfg, ctx.seed)
+
+    def build(out: Path) -> dict:
+        recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
+        seizures = pd.read_csv(ingest.dir / "seizures.csv", dtype={"recording_id": str, "patient": str})
+        sfreq = float(ingest.summary["sfreq"])
+        if seizures.empty:
+            raise StageError(
+                "no seizure is annotated in the accepted recordings (CHB-MIT summary, EDF+ annotations or "
+                "<stem>_events.tsv); detection and prediction both need seizures"
+            )
+        try:
+            windows = make_windows(recordings, seizures, sfreq, cfg.window_s, cfg.step_s)
+            windows = detection_splits(windows, recordings, cfg.test_fraction, cfg.val_fraction, ctx.seed)
+            windows = label_prediction(
+                windows, recordings, seizures, cfg.sop_s, cfg.sph_s, cfg.interictal_gap_s, cfg.postictal_s
+            )
+            feasible, reason = prediction_feasibility(windows, recordings, seizures, cfg.sop_s, cfg.sph_s)
+            leading = leading_seizures(recordings, seizures, cfg.sop_s, cfg.sph_s)
+            if feasible:
+                windows = prediction_folds(windows, cfg.scheme)
+        except ValueError as exc:
+            raise StageError(f"labelling failed: {exc}") from exc
+        windows.to_csv(out / "windows.csv", index=False)
+        leading.to_csv(out / "leading.csv", index=False)
+        summary: dict = {
+            "sfreq": sfreq,
+            "window_s": cfg.window_s,
+            "window_samples": int(round(cfg.window_s * sfreq)),
+            "n_windows": len(windows),
+            "n_ictal": int(windows["ictal"].sum()),
+            "detection_split": {
+                part: {
+                    "windows": int((windows["split"] == part).sum()),
+                    "ictal": int(windows.loc[windows["split"] == part, "ictal"].sum()),
+                    "recordings": int(windows.loc[windows["split"] == part, "recording_id"].nunique()),
+                }
+                for part in SPLITS
+            },
+            "prediction": {"feasible": bool(feasible), "reason": reason, "sop_s": cfg.sop_s, "sph_s": cfg.sph_s},
+        }
+        if feasible:
+            folds = sorted(int(f) for f in windows["fold"].unique() if f >= 0)
+            summary["prediction"].update(
+                n_folds=len(folds),
+                n_preictal=int((windows["pred_label"] == PREICTAL).sum()),
+                n_interictal=int((windows["pred_label"] == INTERICTAL).sum()),
+                n_leading=int(leading["qualifies"].sum()) if "qualifies" in leading else None,
+            )
+        return summary
+
+    result = run_stage(StageCache(ctx.cache_root), "label", key, build, ctx.refreshes("label"))
+    if result.error is None:
+        s = result.summary
+        logger.info(
+            "label: %d windows (%d ictal); detection split %s", s["n_windows"], s["n_ictal"], s["detection_split"]
+        )
+        p = s["prediction"]
+        if p["feasible"]:
+            logger.info(
+                "label: prediction with SOP %.0f s, SPH %.0f s: %d folds, %d preictal, %d interictal windows",
+                p["sop_s"],
+                p["sph_s"],
+                p["n_folds"],
+                p["n_preictal"],
+                p["n_interictal"],
+            )
+        else:
+            logger.warning("label: prediction is not feasible: %s", p["reason"])
+    return result

@@ -20,6 +20,7 @@ from models.training import count_parameters
 EXPECTED_IMAGE_MODELS: dict[str, int] = {
     "resnet_tiny": 50_000,
     "resnet_small": 1_000_000,
+    "resnet_fast": 1_000_000,
     "resnet_medium": 4_000_000,
     "squeezenet_tiny": 50_000,
     "squeezenet_small": 1_000_000,

@@ -21,7 +21,6 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from models.training import FitConfig, FitResult, fit, predict_proba, select_device
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from models.registry import create_model
+from models.training import FitConfig, FitResult, fit, predict_proba, select_device
 from tasks.augment.images import apply, build_pipeline
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import AugmentConfig, TrainConfig

@@ -1,0 +1,81 @@
+"""Flow ``seizure-prediction``: ingest -> label -> augment -> train (detection, prediction) -> evaluate -> report.
+
+Wiring only, like ``defect-detection``: stages hand each other paths and small records. Detection and prediction
+are the flow's two tasks (``task=detection|prediction|both``); prediction is skipped with a stated reason when the
+data cannot support it (no leading seizure with SOP + SPH of recording before it), and detection still runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, runtime
+from prefect.states import Completed, Failed, State
+
+from flows.config import SeizureConfig, config_to_yaml
+from flows.defect_detection import expand_refresh
+from tasks.augment.eeg import augment_eeg_task
+from tasks.cache import StageResult
+from tasks.evaluate.eeg import evaluate_eeg_task
+from tasks.ingest.eeg import ingest_eeg_task
+from tasks.label.eeg import label_eeg_task
+from tasks.report.eeg import report_eeg_task
+from tasks.rundir import RunContext, attach_run_log, data_root, detach_run_log, open_run_dir
+from tasks.train.eeg import train_detection_task, train_prediction_task
+
+FLOW_NAME = "seizure-prediction"
+STAGES = ("ingest", "label", "augment", "train", "evaluate")
+
+
+@flow(name=FLOW_NAME, validate_parameters=True)
+def seizure_prediction(
+    config: SeizureConfig = SeizureConfig(),
+    refresh: list[str] | None = None,
+    resume: bool = False,
+) -> State:
+    """Detect and predict seizures in EEG recordings; returns the run directory in the state."""
+    start = time.perf_counter()
+    run_name = runtime.flow_run.get_name() or "local"
+    run_dir, resumed = open_run_dir(data_root(), FLOW_NAME, run_name, reuse=resume)
+    (run_dir / "config.yaml").write_text(config_to_yaml(config))
+    ctx = RunContext(
+        flow=FLOW_NAME,
+        data_root=str(data_root()),
+        run_dir=str(run_dir),
+        seed=config.seed,
+        refresh=expand_refresh(refresh, STAGES),
+        resumed=resumed,
+    )
+    handler = attach_run_log(run_dir)
+    stages: dict[str, StageResult] = {}
+    error: str | None = None
+    try:
+        stages["ingest"] = ingest_eeg_task(config.ingest, ctx)
+        if not (error := stages["ingest"].error):
+            stages["label"] = label_eeg_task(config.label, stages["ingest"], ctx)
+            error = stages["label"].error
+        if not error:
+            stages["augment"] = augment_eeg_task(config.augment, stages["label"], stages["ingest"], ctx)
+            detection = prediction = None
+            if config.task in ("detection", "both"):
+                detection = stages["train-detection"] = train_detection_task(
+                    config.train, stages["label"], stages["ingest"], config.augment, ctx
+                )
+            if config.task in ("prediction", "both") and stages["label"].summary["prediction"]["feasible"]:
+                prediction = stages["train-prediction"] = train_prediction_task(
+                    config.train, stages["label"], stages["ingest"], config.augment, ctx
+                )
+            stages["evaluate"] = evaluate_eeg_task(
+                config.evaluate, config.label, stages["ingest"], stages["label"], detection, prediction, ctx
+            )
+            error = stages["evaluate"].error
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
+        detach_run_log(handler)
+        raise
+    report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
+    detach_run_log(handler)
+    if error:
+        return Failed(message=error, data=str(run_dir))
+    return Completed(message=str(run_dir), data=str(run_dir))

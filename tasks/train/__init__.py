@@ -1,0 +1,1 @@
+"""The train stage: image classifiers (images.py) and EEG window classifiers (eeg.py) through models.training.fit."""
