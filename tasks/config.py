@@ -70,7 +70,7 @@ class TrainConfig(_Section):
     )
     image_size: int = Field(128, ge=32, le=1024)
     batch_size: int = Field(32, ge=1)
-    epochs: int = Field(25, ge=1)
+    epochs: int = Field(40, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
@@ -200,7 +200,12 @@ class EegTrainConfig(_Section):
 
 
 class EegEvaluateConfig(_Section):
-    threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "youden"] = "balanced_accuracy"
+    detection_threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "youden"] = Field(
+        "f1", description="Chosen on validation windows; F1 keeps false alarms (events per 24 h) in check."
+    )
+    prediction_threshold_metric: Literal["accuracy", "balanced_accuracy", "f1", "youden"] = Field(
+        "balanced_accuracy", description="Chosen per fold on its held-out training fold."
+    )
     detection_smooth_windows: int = Field(3, ge=1)
     prediction_smooth_windows: int = Field(15, ge=1)
     alpha: float = Field(0.05, gt=0, lt=1)

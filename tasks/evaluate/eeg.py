@@ -839,7 +839,7 @@ def evaluate_eeg_task(
                 recordings,
                 label_cfg.window_s,
                 label_cfg.step_s,
-                cfg.threshold_metric,
+                cfg.detection_threshold_metric,
                 cfg.detection_smooth_windows,
             )
             result["detection"] = det
@@ -853,7 +853,7 @@ def evaluate_eeg_task(
                     recordings,
                     label_cfg.window_s,
                     label_cfg.step_s,
-                    cfg.threshold_metric,
+                    cfg.detection_threshold_metric,
                     cfg.detection_smooth_windows,
                 )
                 other.pop("by_patient", None)
@@ -869,7 +869,7 @@ def evaluate_eeg_task(
                 leading,
                 label_cfg.sop_s,
                 label_cfg.sph_s,
-                cfg.threshold_metric,
+                cfg.prediction_threshold_metric,
                 cfg.prediction_smooth_windows,
                 cfg.alpha,
             )
