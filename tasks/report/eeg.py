@@ -99,12 +99,12 @@ def plot_snippets(
         ]
         t = np.arange(a, b) / sfreq
         fig, (ax, axp) = plt.subplots(2, 1, figsize=(9, 3.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        step = 0.0
-        for i, c in enumerate(sorted(picks)):
-            y = np.asarray(data[c, a:b]) * 1e6
-            step = max(step, 4 * float(np.std(y)) + 1e-9) if i == 0 else step
-            ax.plot(t, y - i * step, lw=0.4, color="k")
+        traces = np.asarray(data[np.sort(picks), a:b]) * 1e6  # (4, T) in microvolts
+        step = 2.2 * float(np.percentile(np.abs(traces), 99.5)) + 1e-9  # seizures fit without overlapping
+        for i, c in enumerate(np.sort(picks)):
+            ax.plot(t, traces[i] - i * step, lw=0.4, color="k")
             ax.text(t[0], -i * step, channels[c], fontsize=7, ha="right", va="center")
+        ax.text(t[-1], step / 2, f"{step / 2.2:.0f} µV", fontsize=7, ha="right")
         ax.axvspan(float(sz["onset_s"]), float(sz["offset_s"]), color="tab:red", alpha=0.15)
         ax.set(yticks=[], title=f"{rec}: seizure {sz['seizure_id']} ({sz['onset_s']:.0f}-{sz['offset_s']:.0f} s)")
         w = scored[(scored["recording_id"] == rec) & (scored["end_s"] >= t0) & (scored["start_s"] <= t1)]
