@@ -7,12 +7,13 @@ logs, progress bars) goes to standard error, so scripts can do ``dir=$(vigil run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from flows.housekeeping import cmd_gc, cmd_runs
 
 FLOWS = ("defect", "eeg")
 
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"vigil: --data {args.data}: no such file or folder", file=sys.stderr)
         return 2
     root = data_root()
-    from flows.defect_detection import expand_refresh
+    from flows.lifecycle import expand_refresh
 
     if args.flow == "defect":
         from flows.defect_detection import defect_detection as flow_fn
@@ -99,39 +100,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    """Recent runs with headline metrics, newest first, read from the run directories."""
-    from tasks.rundir import data_root
-
-    base = data_root() / "runs"
-    rows = []
-    for metrics_path in base.glob("*/*/metrics.json"):
-        try:
-            m = json.loads(metrics_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        test = m.get("test") or m.get("detection", {}).get("window", {})
-        rows.append(
-            (
-                metrics_path.parent.name,
-                m.get("flow", metrics_path.parent.parent.name),
-                m.get("dataset", ""),
-                m.get("profile", ""),
-                test.get("accuracy"),
-                (m.get("baseline") or {}).get("accuracy"),
-                "FAILED" if "error" in m else "ok",
-                str(metrics_path.parent),
-            )
-        )
-    rows.sort(key=lambda r: r[0], reverse=True)
-    print(f"{'run':<40} {'flow':<18} {'dataset':<14} {'profile':<7} {'acc':>6} {'svm':>6} status  path")
-    for r in rows[: args.limit]:
-        acc = f"{r[4]:.3f}" if isinstance(r[4], float) else "-"
-        svm = f"{r[5]:.3f}" if isinstance(r[5], float) else "-"
-        print(f"{r[0]:<40} {r[1]:<18} {r[2]:<14} {r[3]:<7} {acc:>6} {svm:>6} {r[6]:<7} {r[7]}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="recent runs with their headline metrics, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(func=cmd_runs)
+    gc = sub.add_parser("gc", help="prune old run directories and unused cache entries")
+    gc.add_argument("--keep", type=int, required=True, metavar="N", help="run directories to keep per flow, newest")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted and how much; delete nothing")
+    gc.set_defaults(func=cmd_gc)
     return parser
 
 

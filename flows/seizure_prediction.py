@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, runtime
-from prefect.states import Completed, Failed, State
+from prefect import flow
+from prefect.states import State
 
-from flows.config import SeizureConfig, config_to_yaml
-from flows.defect_detection import expand_refresh
+from flows.config import SeizureConfig
+from flows.lifecycle import begin_run, end_run
 from tasks.augment.eeg import augment_eeg_task
 from tasks.cache import StageResult
 from tasks.evaluate.eeg import evaluate_eeg_task
 from tasks.ingest.eeg import ingest_eeg_task
 from tasks.label.eeg import label_eeg_task
 from tasks.report.eeg import report_eeg_task
-from tasks.rundir import RunContext, attach_run_log, data_root, detach_run_log, open_run_dir
 from tasks.train.eeg import train_detection_task, train_prediction_task
 
 FLOW_NAME = "seizure-prediction"
@@ -35,18 +34,8 @@ def seizure_prediction(
 ) -> State:
     """Detect and predict seizures in EEG recordings; returns the run directory in the state."""
     start = time.perf_counter()
-    run_name = runtime.flow_run.get_name() or "local"
-    run_dir, resumed = open_run_dir(data_root(), FLOW_NAME, run_name, reuse=resume)
-    (run_dir / "config.yaml").write_text(config_to_yaml(config))
-    ctx = RunContext(
-        flow=FLOW_NAME,
-        data_root=str(data_root()),
-        run_dir=str(run_dir),
-        seed=config.seed,
-        refresh=expand_refresh(refresh, STAGES),
-        resumed=resumed,
-    )
-    handler = attach_run_log(run_dir)
+    run = begin_run(FLOW_NAME, config, refresh, STAGES, resume)
+    ctx = run.ctx
     stages: dict[str, StageResult] = {}
     error: str | None = None
     try:
@@ -72,10 +61,7 @@ def seizure_prediction(
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
-        detach_run_log(handler)
+        end_run(run, error)
         raise
-    report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
-    detach_run_log(handler)
-    if error:
-        return Failed(message=error, data=str(run_dir))
-    return Completed(message=str(run_dir), data=str(run_dir))
+    metrics = report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
+    return end_run(run, error or metrics.get("error"))

@@ -103,6 +103,19 @@ class EvaluateConfig(_Section):
 
 class ReportConfig(_Section):
     title: str | None = None
+    regression_tolerance: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="A headline fraction (accuracy, sensitivity, AUC, ...) falling by more than this many fraction "
+        "points against the previous run of the same flow, data set and profile is a regression (0.02 = 2 points).",
+    )
+    regression_rate_tolerance: float = Field(
+        0.25, ge=0, description="A false-alarm rate rising by more than this fraction of its previous value is one."
+    )
+    fail_on_regression: bool = Field(
+        False, description="End the run Failed on a regression (it then never becomes the next run's baseline)."
+    )
 
 
 class RunnerConfig(_Section):

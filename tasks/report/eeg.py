@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from tasks.cache import StageResult, code_version  # noqa: E402
+from tasks.compare import comparison_markdown, comparison_rows, regression_check  # noqa: E402
 from tasks.report.common import (  # noqa: E402
     dataset_slug,
     fig_to_png,
@@ -367,6 +368,22 @@ def report_eeg_task(
                 record["threshold"] = pred["threshold"]
                 record["sop_s"], record["sph_s"] = pred["sop_s"], pred["sph_s"]
                 torch.save(record, run_dir / "prediction" / "model.pt")
+    comparison = regression_check(
+        metrics, run_dir, config.report.regression_tolerance, rate_tolerance=config.report.regression_rate_tolerance
+    )
+    if comparison is not None:
+        metrics["regression"] = comparison.to_dict()
+        sections.append(
+            (
+                "Compared with the previous run",
+                html_table(comparison_rows(comparison)) + f"<p>{html.escape(comparison.summary())}</p>",
+            )
+        )
+        md += ["## Compared with the previous run", comparison_markdown(comparison)]
+        if comparison.regressed and config.report.fail_on_regression:
+            metrics["error"] = comparison.flag()
+            sections.insert(0, ("Run failed", f"<div class='err'>{html.escape(metrics['error'])}</div>"))
+            md.insert(1, f"**Run failed:** {metrics['error']}")
     roc = plot_rocs(rocs)
     if roc:
         sections.append(("ROC curves (windows)", img_tag(roc, "roc")))
@@ -397,6 +414,8 @@ def report_eeg_task(
         },
     )
     description = describe(metrics)
+    if comparison is not None and comparison.regressed and "error" not in metrics:
+        description = f"{comparison.flag()}; {description}"
     create_markdown_artifact("\n\n".join(md), key=f"{FLOW}-{dataset}-report", description=description)
     table = []
     if det:

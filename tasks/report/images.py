@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from tasks.cache import StageResult, code_version
+from tasks.compare import comparison_markdown, comparison_rows, regression_check
 from tasks.report.common import (
     dataset_slug,
     grid_png,
@@ -119,6 +120,13 @@ def report_images_task(
     root = ingest.summary.get("root") if ingest and not ingest.error else config.ingest.path
     dataset = dataset_slug(source, root)
     metrics = build_metrics(config, stages, dataset, total_s, error)
+    comparison = regression_check(
+        metrics, run_dir, config.report.regression_tolerance, rate_tolerance=config.report.regression_rate_tolerance
+    )
+    if comparison is not None:
+        metrics["regression"] = comparison.to_dict()
+        if comparison.regressed and config.report.fail_on_regression:
+            error = metrics["error"] = comparison.flag()
     sections: list[tuple[str, str]] = []
     md: list[str] = [f"# defect-detection on {dataset}"]
     if error:
@@ -152,6 +160,14 @@ def report_images_task(
         rows = headline_rows(metrics)
         sections.append(("Headline (test split)", html_table(rows) + f"<p>{html.escape(describe(metrics))}</p>"))
         md += ["## Headline (test split)", markdown_table(rows)]
+        if comparison is not None:
+            sections.append(
+                (
+                    "Compared with the previous run",
+                    html_table(comparison_rows(comparison)) + f"<p>{html.escape(comparison.summary())}</p>",
+                )
+            )
+            md += ["## Compared with the previous run", comparison_markdown(comparison)]
         by_group = metrics["test"].get("by_group")
         if by_group:
             base_groups = metrics.get("baseline", {}).get("by_group", {})
@@ -237,6 +253,8 @@ def report_images_task(
         },
     )
     description = describe(metrics)
+    if comparison is not None and comparison.regressed and "error" not in metrics:
+        description = f"{comparison.flag()}; {description}"
     key = f"defect-detection-{dataset}"
     create_markdown_artifact("\n\n".join(md), key=f"{key}-report", description=description)
     table = [{"metric": r["metric"], "model": r["model"], "baseline": r["baseline"]} for r in headline_rows(metrics)]

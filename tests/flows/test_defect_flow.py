@@ -130,3 +130,24 @@ def test_elpv_test_profile(prefect_harness, tmp_path, monkeypatch) -> None:
     assert metrics["dataset"] == "elpv"
     assert set(metrics["test"]["by_group"]) == {"mono", "poly"}
     assert set(metrics["baseline"]["by_group"]) == {"mono", "poly"}
+
+
+def test_a_run_made_worse_on_purpose_is_flagged(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=30)
+    base = [f"ingest.path={root}", "train.epochs=4", "evaluate.baseline=false"]
+    s1, d1 = _run(monkeypatch, tmp_path / "vd", base)
+    m1 = json.loads((d1 / "metrics.json").read_text())
+    assert s1.is_completed() and "regression" not in m1  # nothing to compare with yet
+    # Worse on purpose: a learning rate so small that the network stays at chance.
+    worse = [*base, "train.lr=1e-7", "train.schedule=constant"]
+    s2, d2 = _run(monkeypatch, tmp_path / "vd", worse)
+    m2 = json.loads((d2 / "metrics.json").read_text())
+    assert m1["test"]["balanced_accuracy"] - m2["test"]["balanced_accuracy"] > 0.02
+    assert s2.is_completed() and m2["regression"]["regressed"]
+    assert "test.balanced_accuracy" in m2["regression"]["regressions"]
+    assert m2["regression"]["previous_run"] == d1.name
+    assert "Compared with the previous run" in (d2 / "report.html").read_text()
+    _run(monkeypatch, tmp_path / "vd", base)  # good again (cached stages): the next baseline
+    s4, d4 = _run(monkeypatch, tmp_path / "vd", [*worse, "report.fail_on_regression=true"])
+    assert s4.is_failed() and "REGRESSION" in s4.message
+    assert "REGRESSION" in json.loads((d4 / "metrics.json").read_text())["error"]
