@@ -40,6 +40,13 @@ def prefect_api(data_root: Path) -> Iterator[str]:
     if configured:
         yield str(configured)
         return
+    from flows.server import running_server
+
+    found = running_server(data_root)
+    if found is not None:
+        with temporary_settings({PREFECT_API_URL: found["api_url"]}):
+            yield found["api_url"]
+        return
     db_dir = data_root / "prefect"
     db_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -119,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="recent runs with their headline metrics, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(func=cmd_runs)
+    from flows.deployments import add_parser as add_serve_parser
+    from flows.server import add_parser as add_server_parser
+
+    add_server_parser(sub)
+    add_serve_parser(sub)
     gc = sub.add_parser("gc", help="prune old run directories and unused cache entries")
     gc.add_argument("--keep", type=int, required=True, metavar="N", help="run directories to keep per flow, newest")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted and how much; delete nothing")

@@ -14,6 +14,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel
 
 from flows.config import config_to_yaml
+from flows.server import running_server
 from tasks.rundir import RunContext, attach_run_log, data_root, detach_run_log, open_run_dir
 
 
@@ -54,6 +55,7 @@ def begin_run(
         seed=config.seed,
         refresh=expand_refresh(refresh, stages),
         resumed=resumed,
+        runs_url=(running_server(data_root()) or {}).get("runs_url"),
     )
     return RunStart(ctx, attach_run_log(run_dir))
 

@@ -41,6 +41,14 @@ class RunContext(BaseModel):
     seed: int
     refresh: tuple[str, ...] = ()
     resumed: bool = False
+    runs_url: str | None = None  # http root of $VIGIL_DATA/runs when a `vigil server` serves it
+
+    @property
+    def report_url(self) -> str | None:
+        """``report.html`` over http (a file:// link is dead in browsers), when the runs folder is served."""
+        if not self.runs_url:
+            return None
+        return f"{self.runs_url.rstrip('/')}/{self.flow}/{Path(self.run_dir).name}/report.html"
 
     @property
     def cache_root(self) -> Path:

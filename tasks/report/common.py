@@ -182,3 +182,11 @@ def img_tag(png: bytes | None, alt: str) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def publish_report_link(report_url: str | None, key: str, description: str) -> None:
+    """A link artifact to the served ``report.html``; only when a ``vigil server`` serves the runs folder."""
+    if report_url:
+        from prefect.artifacts import create_link_artifact
+
+        create_link_artifact(link=report_url, link_text="report.html", key=key, description=description)

@@ -26,13 +26,14 @@ from pydantic import BaseModel  # noqa: E402
 
 from tasks.cache import StageResult, code_version  # noqa: E402
 from tasks.compare import comparison_markdown, comparison_rows, regression_check  # noqa: E402
-from tasks.report.common import (  # noqa: E402
+from tasks.report.common import (
     dataset_slug,
     fig_to_png,
     html_table,
     img_tag,
     markdown_table,
     png_data_uri,
+    publish_report_link,  # noqa: E402
     render_html,
     vigil_version,
     write_json,
@@ -424,6 +425,7 @@ def report_eeg_task(
         table += [{"task": "prediction", **r} for r in prediction_rows(pred)]
     if table:
         create_table_artifact(table, key=f"{FLOW}-{dataset}-metrics", description=description)
+    publish_report_link(ctx.report_url, f"{ctx.flow}-{dataset}-report-link", description)
     logger.info("report: %s", description)
     return metrics
 

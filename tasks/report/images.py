@@ -29,6 +29,7 @@ from tasks.report.common import (
     plot_roc,
     plot_worst,
     png_data_uri,
+    publish_report_link,
     render_html,
     vigil_version,
     write_json,
@@ -259,5 +260,6 @@ def report_images_task(
     create_markdown_artifact("\n\n".join(md), key=f"{key}-report", description=description)
     table = [{"metric": r["metric"], "model": r["model"], "baseline": r["baseline"]} for r in headline_rows(metrics)]
     create_table_artifact(table, key=f"{key}-metrics", description=description)
+    publish_report_link(ctx.report_url, f"{ctx.flow}-{dataset}-report-link", description)
     logger.info("report: %s", description)
     return metrics
