@@ -41,7 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n_chans, sfreq, n_times = 18, 256.0, 1024
-    results: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__}
+    results: dict = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
     x_tr, y_tr = burst_data(4096, n_chans, n_times, sfreq, 0)
     x_te, y_te = burst_data(1024, n_chans, n_times, sfreq, 1)
     for name in [m for m in list_models("eeg") if not m.endswith("_tiny")]:
