@@ -53,6 +53,8 @@ def prefect_api(data_root: Path) -> Iterator[str]:
     os.environ.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{db_dir / 'prefect.db'}")
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(db_dir / "storage"))
     os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
+    # Prefect gives its temporary server 20 s; on 2 busy cores it can need more, and a timeout loses the run.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     with temporary_settings():
         yield "temporary local server"
 
