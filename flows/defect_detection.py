@@ -42,7 +42,7 @@ def defect_detection(
     try:
         stages["ingest"] = ingest_images_task(config.ingest, ctx)
         if not (error := stages["ingest"].error):
-            stages["quality"] = quality_images_task(config.quality, stages["ingest"], ctx)
+            stages["quality"] = quality_images_task(config.quality, stages["ingest"], ctx, config.runner)
         if not error and not (error := stages["quality"].error):
             stages["label"] = label_images_task(config.label, stages["ingest"], stages["quality"], ctx)
         if not error and not (error := stages["label"].error):

@@ -372,10 +372,10 @@ def _num_batches(loader: Iterable) -> int:
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, config: FitConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_frac
-        )
+    if config.schedule == "onecycle" and total_steps >= 4:
+        # OneCycleLR divides by the warm-up length in steps: keep it at >= 2 steps (tiny runs crashed otherwise).
+        pct = min(0.5, max(config.warmup_frac, 2.0 / total_steps))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct)
     if config.schedule == "cosine":
         warmup = int(round(config.warmup_frac * total_steps))
 

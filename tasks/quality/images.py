@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
-from tasks.config import QualityConfig
+from tasks.config import QualityConfig, RunnerConfig
 from tasks.rundir import RunContext
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -168,19 +168,23 @@ def apply_checks(
 
 
 @task(name="quality", cache_policy=NO_CACHE)
-def quality_images_task(cfg: QualityConfig, ingest: StageResult, ctx: RunContext) -> StageResult:
-    """Check every listed file; bad ones go to the quarantine list with their reason, the rest go on."""
+def quality_images_task(
+    cfg: QualityConfig, ingest: StageResult, ctx: RunContext, runner: RunnerConfig | None = None
+) -> StageResult:
+    """Check every listed file; bad ones go to the quarantine list with their reason, the rest go on.
+
+    With ``runner.kind=dask`` the checks run as mapped task runs of a nested ``check-images`` flow on the Dask
+    workers; the outcome, and so the cache key, does not depend on the runner.
+    """
+    from tasks.quality.fanout import check_images  # fanout imports this module
+
     logger = get_run_logger()
     key = stage_key("quality", ingest.key, cfg)
 
     def build(out: Path) -> dict:
         records = pd.read_csv(ingest.dir / "records.csv", dtype=str, keep_default_na=False)
-        checks = []
-        step = max(1, len(records) // 10)
-        for i, path in enumerate(records["path"]):
-            checks.append(check_image(path, cfg.min_std, cfg.min_side_px))
-            if (i + 1) % step == 0:
-                logger.info("quality: checked %d/%d files", i + 1, len(records))
+        logger.info("quality: checking %d files (runner: %s)", len(records), runner.kind if runner else "local")
+        checks = check_images(list(records["path"]), cfg.min_std, cfg.min_side_px, runner)
         usable, quarantine = apply_checks(records, checks, cfg.drop_duplicates)
         usable.to_csv(out / "usable.csv", index=False)
         pd.DataFrame(quarantine, columns=["path", "stage", "reason"]).to_csv(out / "quarantine.csv", index=False)

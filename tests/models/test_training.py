@@ -351,3 +351,20 @@ def test_count_parameters_counts_trainable_only() -> None:
     assert count_parameters(model) == 15
     model.bias.requires_grad_(False)
     assert count_parameters(model) == 12
+
+
+def test_onecycle_survives_runs_shorter_than_its_warmup() -> None:
+    """2 epochs x 5 batches used to crash OneCycleLR (a warm-up of under two steps divides by zero)."""
+    from models.registry import create_model
+    from models.training import FitConfig, TensorBatches, fit
+
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 1, 32, 32), torch.randint(0, 2, (10,))
+    for epochs, batch in ((2, 2), (1, 5), (1, 10)):
+        result = fit(
+            create_model("resnet_tiny"),
+            TensorBatches(x, y, batch_size=batch),
+            None,
+            FitConfig(epochs=epochs, schedule="onecycle", patience=None),
+        )
+        assert result.epochs_run == epochs
