@@ -1470,7 +1470,7 @@ def simulate_source(cfg: EegIngestConfig, cache: StageCache, seed: int, refresh:
     return result.dir / "data", result
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def ingest_eeg_task(cfg: EegIngestConfig, ctx: RunContext) -> StageResult:
     """Find, validate and preprocess every recording into ``signals/<id>.npy`` (cached on the file listing)."""
     logger = get_run_logger()

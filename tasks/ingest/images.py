@@ -216,7 +216,7 @@ def _write_quarantine(rows: list[dict[str, str]], path: Path) -> None:
     pd.DataFrame(rows, columns=["path", "stage", "reason"]).to_csv(path, index=False)
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def ingest_images_task(cfg: IngestConfig, ctx: RunContext) -> StageResult:
     """List the images and their raw labels (cached on the file listing, sizes and mtimes)."""
     logger = get_run_logger()

@@ -167,7 +167,7 @@ def apply_checks(
     return pd.DataFrame(keep_rows, columns=columns), quarantine
 
 
-@task(name="quality", cache_policy=NO_CACHE)
+@task(name="quality", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def quality_images_task(
     cfg: QualityConfig, ingest: StageResult, ctx: RunContext, runner: RunnerConfig | None = None
 ) -> StageResult:

@@ -151,3 +151,22 @@ def test_a_run_made_worse_on_purpose_is_flagged(prefect_harness, tmp_path, monke
     s4, d4 = _run(monkeypatch, tmp_path / "vd", [*worse, "report.fail_on_regression=true"])
     assert s4.is_failed() and "REGRESSION" in s4.message
     assert "REGRESSION" in json.loads((d4 / "metrics.json").read_text())["error"]
+
+
+def test_a_transient_read_error_is_retried(prefect_harness, tmp_path, monkeypatch) -> None:
+    import tasks.ingest.images as ingest
+
+    root = write_part_folder(tmp_path / "parts", n_per_class=12)
+    real = ingest.discover_images
+    calls = []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(f"{path}: Stale file handle (a network share hiccup)")
+        return real(path)
+
+    monkeypatch.setattr(ingest, "discover_images", flaky)
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}", "evaluate.baseline=false"])
+    assert state.is_completed(), state.message
+    assert len(calls) == 2
