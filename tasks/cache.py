@@ -26,6 +26,9 @@ from pydantic import BaseModel
 
 _PACKAGES = ("flows", "tasks", "models")
 DONE_MARKER = ".complete"
+#: Stages that read user files retry twice and give up after this long, so a hung network share fails the run
+#: (with its report) instead of blocking a scheduled flow forever. Generous: 8 h of EEG preprocess in seconds.
+FILE_STAGE_TIMEOUT_S = 4 * 3600
 
 
 @lru_cache(maxsize=1)

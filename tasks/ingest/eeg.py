@@ -82,7 +82,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from scipy import signal
 
-from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
+from tasks.cache import FILE_STAGE_TIMEOUT_S, StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import EegIngestConfig
 from tasks.ingest.chbmit import SummaryFile, attach_seizures, parse_chbmit_summary
 from tasks.rundir import RunContext
@@ -1470,7 +1470,9 @@ def simulate_source(cfg: EegIngestConfig, cache: StageCache, seed: int, refresh:
     return result.dir / "data", result
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
+)
 def ingest_eeg_task(cfg: EegIngestConfig, ctx: RunContext) -> StageResult:
     """Find, validate and preprocess every recording into ``signals/<id>.npy`` (cached on the file listing)."""
     logger = get_run_logger()

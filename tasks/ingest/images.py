@@ -18,7 +18,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import StageCache, StageResult, run_stage, stage_key
+from tasks.cache import FILE_STAGE_TIMEOUT_S, StageCache, StageResult, run_stage, stage_key
 from tasks.config import IngestConfig
 from tasks.rundir import RunContext
 
@@ -216,7 +216,9 @@ def _write_quarantine(rows: list[dict[str, str]], path: Path) -> None:
     pd.DataFrame(rows, columns=["path", "stage", "reason"]).to_csv(path, index=False)
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
+)
 def ingest_images_task(cfg: IngestConfig, ctx: RunContext) -> StageResult:
     """List the images and their raw labels (cached on the file listing, sizes and mtimes)."""
     logger = get_run_logger()

@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import StageCache, StageResult, run_stage, stage_key
+from tasks.cache import FILE_STAGE_TIMEOUT_S, StageCache, StageResult, run_stage, stage_key
 from tasks.config import QualityConfig, RunnerConfig
 from tasks.rundir import RunContext
 
@@ -167,7 +167,9 @@ def apply_checks(
     return pd.DataFrame(keep_rows, columns=columns), quarantine
 
 
-@task(name="quality", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="quality", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
+)
 def quality_images_task(
     cfg: QualityConfig, ingest: StageResult, ctx: RunContext, runner: RunnerConfig | None = None
 ) -> StageResult:
