@@ -432,6 +432,11 @@ def augmentation_examples(x: np.ndarray, aug: EEGAugment, seeds: Iterable[int]) 
 
 
 # --------------------------------------------------------------------------------------------- Prefect task
+def build_eeg_augment_from_config(cfg: EegAugmentConfig, sfreq: float) -> EEGAugment:
+    """The pipeline of the ``augment`` section: each field is a transform's probability, 0 leaves it out."""
+    return build_eeg_augment(sfreq, **{k: v for k, v in cfg.model_dump().items() if v})
+
+
 def _plot_examples(x: np.ndarray, examples: list[np.ndarray], sfreq: float, channels: list[str]) -> bytes:
     import io
 
@@ -464,8 +469,7 @@ def augment_eeg_task(cfg: EegAugmentConfig, label: StageResult, ingest: StageRes
 
     def build(out: Path) -> dict:
         sfreq = float(label.summary["sfreq"])
-        probs = {k: v for k, v in cfg.model_dump().items() if v}
-        aug = build_eeg_augment(sfreq, **probs)
+        aug = build_eeg_augment_from_config(cfg, sfreq)
         (out / "augment.json").write_text(json.dumps(aug.to_dict(), indent=2, default=str))
         windows = pd.read_csv(label.dir / "windows.csv", dtype={"recording_id": str})
         ictal = windows[windows["ictal"] == 1]

@@ -37,6 +37,7 @@ from timescoring.scoring import EventScoring
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EegEvaluateConfig, EegLabelConfig
 from tasks.evaluate.metrics import binary_metrics, choose_threshold
+from tasks.label.eeg import read_windows
 from tasks.rundir import RunContext
 
 #: SzCORE event-scoring parameters (Dan et al. 2024), seconds.
@@ -716,12 +717,6 @@ def prediction_report(
 
 
 # --------------------------------------------------------------------------------------------- Prefect task
-def _read_windows(label: StageResult) -> pd.DataFrame:
-    return pd.read_csv(
-        label.dir / "windows.csv", dtype={"recording_id": str, "patient": str, "seizure_id": str}, keep_default_na=False
-    )
-
-
 def evaluate_detection(
     windows: pd.DataFrame,
     predictions: pd.DataFrame,
@@ -827,7 +822,7 @@ def evaluate_eeg_task(
     )
 
     def build(out: Path) -> dict:
-        windows = _read_windows(label)
+        windows = read_windows(label.dir)
         recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
         seizures = pd.read_csv(ingest.dir / "seizures.csv", dtype={"recording_id": str, "patient": str})
         result: dict[str, Any] = {}

@@ -753,6 +753,15 @@ class WindowDataset(Dataset):
         return torch.from_numpy(x), y, torch.tensor(self.weights[i], dtype=torch.float32)
 
 
+def read_windows(label_dir: Path) -> pd.DataFrame:
+    """The label stage's ``windows.csv`` with ids kept as strings (a recording id like ``001`` must stay ``001``)."""
+    return pd.read_csv(
+        label_dir / "windows.csv",
+        dtype={"recording_id": str, "patient": str, "seizure_id": str},
+        keep_default_na=False,
+    )
+
+
 # --------------------------------------------------------------------------------------------- Prefect task
 @task(name="label", cache_policy=NO_CACHE)
 def label_eeg_task(cfg: EegLabelConfig, ingest: StageResult, ctx: RunContext) -> StageResult:

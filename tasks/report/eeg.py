@@ -26,6 +26,7 @@ from pydantic import BaseModel  # noqa: E402
 
 from tasks.cache import StageResult, code_version  # noqa: E402
 from tasks.compare import comparison_markdown, comparison_rows, regression_check  # noqa: E402
+from tasks.label.eeg import read_windows  # noqa: E402
 from tasks.report.common import (
     dataset_slug,
     fig_to_png,
@@ -260,11 +261,7 @@ def report_eeg_task(
         evaluation = json.loads((ok["evaluate"].dir / "evaluation.json").read_text())
     if "label" in ok:
         label = ok["label"]
-        windows = pd.read_csv(
-            label.dir / "windows.csv",
-            dtype={"recording_id": str, "patient": str, "seizure_id": str},
-            keep_default_na=False,
-        )
+        windows = read_windows(label.dir)
         recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
         splits_table(windows, recordings).to_csv(run_dir / "splits.csv", index=False)
         for part in ("train", "val", "test"):

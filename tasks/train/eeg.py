@@ -23,12 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.registry import create_model
 from models.training import FitConfig, FitResult, fit, predict_proba, select_device
-from tasks.augment.eeg import EEGAugment, build_eeg_augment
+from tasks.augment.eeg import EEGAugment, build_eeg_augment_from_config
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EegAugmentConfig, EegTrainConfig
-from tasks.label.eeg import FOLD_UNUSED, WindowDataset
+from tasks.label.eeg import FOLD_UNUSED, WindowDataset, read_windows
 from tasks.rundir import RunContext
-from tasks.train.images import SeededSampler, class_weights
+from tasks.train.images import SeededSampler, class_weights, default_workers
 
 
 class AugmentedWindows(Dataset):
@@ -68,7 +68,7 @@ class EegFit:
 
 
 def _loader(dataset: Dataset, cfg: EegTrainConfig, device: torch.device, sampler: Any = None) -> DataLoader:
-    workers = cfg.num_workers if cfg.num_workers is not None else (min(8, 4) if device.type == "cuda" else 0)
+    workers = default_workers(device, cfg.num_workers)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -150,7 +150,9 @@ def predict_windows(
     return predict_proba(model, _loader(data, cfg, device), device=device, amp=cfg.amp)[:, 1]
 
 
-def model_record(fit_out: EegFit, extra: dict[str, Any]) -> dict[str, Any]:
+def model_record(
+    fit_out: EegFit, task_name: str, ingest: StageResult, label: StageResult, cfg: EegTrainConfig
+) -> dict[str, Any]:
     """What ``model.pt`` holds: weights plus everything needed to use them (ARCHITECTURE.md)."""
     kwargs = dict(fit_out.model_kwargs)
     name = kwargs.pop("name")
@@ -159,15 +161,17 @@ def model_record(fit_out: EegFit, extra: dict[str, Any]) -> dict[str, Any]:
         "kwargs": kwargs,
         "state_dict": {k: v.detach().cpu() for k, v in fit_out.model.state_dict().items()},
         "best_epoch": fit_out.result.best_epoch,
-        **extra,
+        "task": task_name,
+        "channels": ingest.summary["channels"],
+        "sfreq": float(label.summary["sfreq"]),
+        "window_s": label.summary["window_s"],
+        "normalize": cfg.normalize,
     }
 
 
 # --------------------------------------------------------------------------------------------- Prefect tasks
 def _context(label: StageResult) -> tuple[pd.DataFrame, int, float]:
-    windows = pd.read_csv(
-        label.dir / "windows.csv", dtype={"recording_id": str, "patient": str, "seizure_id": str}, keep_default_na=False
-    )
+    windows = read_windows(label.dir)
     return windows, int(label.summary["window_samples"]), float(label.summary["sfreq"])
 
 
@@ -228,16 +232,7 @@ def train_detection_task(
             pd.DataFrame({"window_id": scored["window_id"], "split": scored["split"], "score": score}).to_csv(
                 folder / "predictions.csv", index=False
             )
-            record = model_record(
-                fitted,
-                {
-                    "task": "detection",
-                    "channels": ingest.summary["channels"],
-                    "sfreq": sfreq,
-                    "window_s": label.summary["window_s"],
-                    "normalize": cfg.normalize,
-                },
-            )
+            record = model_record(fitted, "detection", ingest, label, cfg)
             torch.save(record, folder / "weights.pt")
             (folder / "history.json").write_text(json.dumps(fitted.result.history, indent=2))
             summary["models"][name] = {
@@ -316,16 +311,7 @@ def train_prediction_task(
             epochs=epochs,
             checkpoint_dir=Path(ctx.run_dir) / "checkpoints" / "prediction-final",
         )
-        record = model_record(
-            final,
-            {
-                "task": "prediction",
-                "channels": ingest.summary["channels"],
-                "sfreq": sfreq,
-                "window_s": label.summary["window_s"],
-                "normalize": cfg.normalize,
-            },
-        )
+        record = model_record(final, "prediction", ingest, label, cfg)
         torch.save(record, out / "weights.pt")
         return {
             "n_folds": len(folds),
@@ -337,9 +323,3 @@ def train_prediction_task(
     result = run_stage(StageCache(ctx.cache_root), "train", key, build, ctx.refreshes("train"))
     logger.info("train prediction: %s%s", result.summary, " (cached)" if result.cached else "")
     return result
-
-
-def build_eeg_augment_from_config(cfg: EegAugmentConfig, sfreq: float) -> EEGAugment:
-    """The augmentation pipeline of the EEG train stage, from the ``augment`` section (probabilities)."""
-    probs = {k: v for k, v in cfg.model_dump().items() if v}
-    return build_eeg_augment(sfreq, **probs)
