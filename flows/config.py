@@ -18,6 +18,7 @@ from tasks.config import (
     EegEvaluateConfig,
     EegIngestConfig,
     EegLabelConfig,
+    EegSynthConfig,
     EegTrainConfig,
     EvaluateConfig,
     IngestConfig,
@@ -25,6 +26,7 @@ from tasks.config import (
     QualityConfig,
     ReportConfig,
     RunnerConfig,
+    SynthConfig,
     TrainConfig,
     _Section,
 )
@@ -42,6 +44,7 @@ class DefectConfig(_Section):
     quality: QualityConfig = QualityConfig()
     label: LabelConfig = LabelConfig()
     augment: AugmentConfig = AugmentConfig()
+    synth: SynthConfig = SynthConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
@@ -57,6 +60,7 @@ class SeizureConfig(_Section):
     ingest: EegIngestConfig = EegIngestConfig()
     label: EegLabelConfig = EegLabelConfig()
     augment: EegAugmentConfig = EegAugmentConfig()
+    synth: EegSynthConfig = EegSynthConfig()
     train: EegTrainConfig = EegTrainConfig()
     evaluate: EegEvaluateConfig = EegEvaluateConfig()
     report: ReportConfig = ReportConfig()
@@ -86,6 +90,7 @@ _SEIZURE_PROFILES: dict[str, dict[str, Any]] = {
         },
         "train": {"model": "eeg_cnn_tiny", "epochs": 2, "patience": None, "batch_size": 32},
         "evaluate": {"prediction_smooth_windows": 3},
+        "synth": {"model": "gan_eeg_tiny", "steps": 20, "batch_size": 16, "gain_epochs": 1},
     },
     # Minutes on 2 CPU cores: 3 patients x 4 x 40 min, 9 leading seizures; SOP 10 min, SPH 2 min.
     "quick": {
@@ -106,6 +111,7 @@ _SEIZURE_PROFILES: dict[str, dict[str, Any]] = {
         },
         "label": {"step_s": 2.0, "sop_s": 1800.0, "sph_s": 300.0, "interictal_gap_s": 2400.0},
         "train": {"epochs": 30, "patience": 8, "compare": ["eeg_cnn_lstm", "eeg_transformer"]},
+        "synth": {"enabled": True, "steps": 5000, "n_critic": None, "model_kwargs": {"width": 16}},
     },
 }
 
@@ -117,13 +123,15 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
         "train": {"model": "resnet_tiny", "image_size": 32, "epochs": 2, "batch_size": 16, "patience": None},
         "evaluate": {"baseline_c": (1.0,), "worst_k": 4},
         "augment": {"grid_samples": 4},
+        "synth": {"model": "gan_image_tiny", "image_size": 16, "steps": 20, "batch_size": 16, "gain_epochs": 1},
     },
-    # Minutes on 2 CPU cores.
-    "quick": {},
-    # A GPU: bigger net, full ELPV resolution class, long schedule.
+    # Minutes on 2 CPU cores. With synth on, the seed comparison trains its 2 x 3 arms at 64 px for 15 epochs.
+    "quick": {"synth": {"gain_epochs": 15, "gain_image_size": 64}},
+    # A GPU: bigger net, full ELPV resolution class, long schedule; synthetic data on, GAN at 128 px.
     "full": {
         "train": {"model": "resnet_medium", "image_size": 160, "epochs": 60, "batch_size": 64, "patience": 15},
         "evaluate": {"baseline_c": (0.3, 1.0, 3.0, 10.0)},
+        "synth": {"enabled": True, "image_size": 128, "steps": 10000, "model_kwargs": {"width": 32}},
     },
 }
 

@@ -4,7 +4,7 @@ This package imports only torch, numpy and the standard library so it runs on a 
 registers every model family with :mod:`models.registry`.
 """
 
-from models import eeg, images  # noqa: F401  (registers the EEG and image models)
+from models import eeg, gan, images  # noqa: F401  (registers the EEG, GAN and image models)
 from models.registry import create_model, list_models, model_family, register_model
 
 __all__ = ["create_model", "list_models", "model_family", "register_model"]

@@ -61,6 +61,9 @@ class FitConfig:
         monitor: Validation metric that picks the best epoch: ``"loss"`` (lower is better), ``"accuracy"`` or
             ``"balanced_accuracy"`` (higher is better).
         amp: bf16 autocast on CUDA (no loss scaling needed for bf16); ignored on other devices.
+        amp_cpu: bf16 autocast on a CPU with native bf16 units (AVX512-BF16 / AMX, see :func:`cpu_bf16_native`):
+            measured 1.5x faster convolutions on such a 2-core VM; ignored on CPUs without them (emulated bf16
+            would be slower than float32) and on CUDA (``amp`` decides there).
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...; ``None`` picks CUDA when available.
         grad_clip: Max global gradient norm; ``None`` disables clipping.
         label_smoothing: Cross-entropy label smoothing (training loss only).
@@ -76,6 +79,7 @@ class FitConfig:
     patience: int | None = 5
     monitor: str = "balanced_accuracy"
     amp: bool = True
+    amp_cpu: bool = False
     device: str | None = None
     grad_clip: float | None = 1.0
     label_smoothing: float = 0.0
@@ -300,9 +304,16 @@ def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> to
     return x
 
 
-def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), where bf16 autocast pays off."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def _autocast(device: torch.device, amp: bool, amp_cpu: bool = False) -> torch.autocast:
     # bf16 has float32's exponent range, so unlike fp16 it needs no GradScaler
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    enabled = (amp and device.type == "cuda") or (amp_cpu and device.type == "cpu" and cpu_bf16_native())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -312,14 +323,19 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _infer(
-    model: nn.Module, loader: Iterable, device: torch.device, amp: bool, channels_last: bool = False
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool = False,
+    amp_cpu: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Logits (float32, CPU) plus labels and weights when the batches carry them; restores train/eval mode."""
     was_training = model.training
     model.eval()
     logits, ys, ws = [], [], []
     try:
-        with torch.inference_mode(), _autocast(device, amp):
+        with torch.inference_mode(), _autocast(device, amp, amp_cpu):
             for batch in loader:
                 x, y, w = _split_batch(batch)
                 logits.append(model(_to_device(x, device, channels_last)).float())  # (B, C), stays on device
@@ -338,7 +354,11 @@ def _infer(
 
 
 def predict_proba(
-    model: nn.Module, loader: Iterable, device: torch.device | str | None = None, amp: bool = True
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    amp_cpu: bool = False,
 ) -> np.ndarray:
     """Softmax class probabilities for every sample, in loader order.
 
@@ -348,13 +368,14 @@ def predict_proba(
         device: Where to run; ``None`` uses the device the model's parameters are on (so a model returned by
             :func:`fit` predicts where it was trained). The model is moved there.
         amp: bf16 autocast on CUDA; ignored elsewhere. Probabilities are computed in float32 either way.
+        amp_cpu: bf16 autocast on a CPU with native bf16 (see :class:`FitConfig`).
 
     Returns:
         ``(N, C)`` float32 array whose rows sum to 1.
     """
     dev = _model_device(model) if device is None else torch.device(device)
     model.to(dev)
-    logits, _, _ = _infer(model, loader, dev, amp)
+    logits, _, _ = _infer(model, loader, dev, amp, amp_cpu=amp_cpu)
     return torch.softmax(logits, dim=1).numpy()
 
 
@@ -474,19 +495,28 @@ def save_atomic(obj: Any, path: str | Path) -> None:
         raise
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, fingerprint: dict[str, Any], version: int = _CHECKPOINT_VERSION, setup: str = "training"
+) -> dict[str, Any]:
+    """Load a checkpoint and refuse it, naming what differs, unless it was written for exactly this setup.
+
+    ``fingerprint`` is a dict whose ``config`` entry (a dict of fields) is compared field by field and whose other
+    entries (batch count, model hash, data shape, ...) are compared as wholes. Shared by :func:`fit` and the GAN
+    loop, so both say the same thing about a stale checkpoint.
+    """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: cannot read the checkpoint ({exc}); delete it to start a fresh run") from exc
-    if ckpt.get("version") != _CHECKPOINT_VERSION or ckpt.get("fingerprint") != fingerprint:
+    if ckpt.get("version") != version or ckpt.get("fingerprint") != fingerprint:
         old = ckpt.get("fingerprint") or {}
+        config = fingerprint.get("config", {})
         diff = sorted(
-            [f"config.{k}" for k in fingerprint["config"] if old.get("config", {}).get(k) != fingerprint["config"][k]]
-            + [k for k in ("n_batches", "model", "class_weights") if old.get(k) != fingerprint[k]]
+            [f"config.{k}" for k in config if old.get("config", {}).get(k) != config[k]]
+            + [k for k in fingerprint if k != "config" and old.get(k) != fingerprint[k]]
         )
         raise ValueError(
-            f"{path}: checkpoint was written by a different training setup (differs in: "
+            f"{path}: checkpoint was written by a different {setup} setup (differs in: "
             f"{', '.join(diff) or 'checkpoint version'}); start a fresh run by deleting it or using another "
             "checkpoint_dir"
         )
@@ -570,7 +600,7 @@ def fit(
     resumed_from: int | None = None
 
     if ckpt_path is not None and ckpt_path.exists():
-        ckpt = _load_checkpoint(ckpt_path, fingerprint)
+        ckpt = load_checkpoint(ckpt_path, fingerprint)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -605,7 +635,7 @@ def fit(
             row["epoch"] = epoch
             t_val = time.perf_counter()
             if val_loader is not None:
-                logits, y, w = _infer(model, val_loader, device, config.amp, config.channels_last)
+                logits, y, w = _infer(model, val_loader, device, config.amp, config.channels_last, config.amp_cpu)
                 if y is None:
                     raise ValueError("the validation loader yields no labels; batches must be (x, y) or (x, y, w)")
                 metrics = classification_metrics(logits.numpy(), y.numpy(), cw_numpy, None if w is None else w.numpy())
@@ -693,7 +723,7 @@ def _train_epoch(
         w = None if w is None else w.to(device, non_blocking=True)
         if batch_transform is not None:
             x = batch_transform(x)
-        with _autocast(device, config.amp):
+        with _autocast(device, config.amp, config.amp_cpu):
             logits = model(x)  # (B, C)
         loss = weighted_cross_entropy(logits, y, class_weights, w, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)

@@ -11,6 +11,11 @@ Pure functions (no Prefect, no printing); the ingest task wraps them. Three step
 3. :func:`preprocess_recording` turns one EDF into a float32 ``.npy`` of the common channels at one sampling rate,
    band-passed and notch-filtered, in chunks, so memory stays flat however long the recording is.
 
+The per-file work is independent of every other file: discovery is :func:`find_candidates` (the listing),
+:func:`inspect_candidate` per file, then :func:`settle_discovery` (the common channel set, which needs every file);
+preprocessing is :func:`preprocess_for_stage` per recording, then :func:`drop_failed`. :mod:`tasks.ingest.fanout`
+runs the per-file steps as mapped Prefect task runs when ``runner.kind=dask``.
+
 Seizure sources, in order of precedence:
 
 * **CHB-MIT layout**: a folder holding ``*-summary.txt`` (``ROOT/chbNN/chbNN-summary.txt``). Seizures come from the
@@ -83,7 +88,7 @@ from prefect.cache_policies import NO_CACHE
 from scipy import signal
 
 from tasks.cache import FILE_STAGE_TIMEOUT_S, StageCache, StageError, StageResult, run_stage, stage_key
-from tasks.config import EegIngestConfig
+from tasks.config import EegIngestConfig, RunnerConfig
 from tasks.ingest.chbmit import SummaryFile, attach_seizures, parse_chbmit_summary
 from tasks.rundir import RunContext
 
@@ -436,7 +441,9 @@ def _key(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class _Channel:
+class FileChannel:
+    """One usable signal of a file: how discovery matches channel names and how MNE names the signal."""
+
     key: str
     name: str  # as the file spells it, stripped
     mne_name: str  # the name MNE gave the signal (repeats get "-0", "-1")
@@ -445,7 +452,7 @@ class _Channel:
 
 @dataclass(frozen=True)
 class _FileChannels:
-    usable: list[_Channel]  # first occurrence of each name, placeholders left out, file order
+    usable: list[FileChannel]  # first occurrence of each name, placeholders left out, file order
     repeats: list[tuple[str, int, int]]  # (name, first signal, repeated signal), 1-based
     placeholders: list[int]  # 1-based signals named "-", "." or nothing
     unmatched: list[str]  # labels MNE did not report (only when matching by name)
@@ -459,7 +466,7 @@ def _file_channels(header: EdfHeader, mne_names: Sequence[str]) -> _FileChannels
     """
     data = header.data_signals
     positional = len(mne_names) == len(data)
-    usable: list[_Channel] = []
+    usable: list[FileChannel] = []
     first: dict[str, int] = {}
     repeats, placeholders, unmatched = [], [], []
     for pos, idx in enumerate(data):
@@ -480,7 +487,7 @@ def _file_channels(header: EdfHeader, mne_names: Sequence[str]) -> _FileChannels
                 continue
             mne_name = matches[0]
         first[key] = idx + 1
-        usable.append(_Channel(key, label, mne_name, idx + 1))
+        usable.append(FileChannel(key, label, mne_name, idx + 1))
     return _FileChannels(usable, repeats, placeholders, unmatched)
 
 
@@ -701,7 +708,19 @@ def _events_sidecar(path: Path) -> Path | None:
 
 # ------------------------------------------------------------------------------------------------ discovery
 @dataclass
-class _Candidate:
+class Candidate:
+    """An EDF file found below ROOT, with what the folder says about it, before the file itself is read.
+
+    Attributes:
+        path: The EDF file (absolute).
+        rel: Its path relative to ROOT, used in every message about the file.
+        patient: Derived patient label.
+        in_summary_folder: Whether its folder holds a CHB-MIT summary.
+        summary: The summary's record of this file, if the summary lists it.
+        summary_name: The summary file that lists it (relative to ROOT).
+        recording_id: Unique id, assigned before validation so ids stay stable whichever files get quarantined.
+    """
+
     path: Path
     rel: str  # path relative to ROOT, used in every message about the file
     patient: str
@@ -712,10 +731,20 @@ class _Candidate:
 
 
 @dataclass
-class _Inspected:
+class Inspected:
+    """A file that passed :func:`inspect_candidate`, with the channel facts the common-set rule needs.
+
+    Attributes:
+        info: The recording (its notes already scrubbed of header tokens).
+        rel: Its path relative to ROOT.
+        usable: Its usable channels, file order.
+        flat: Flat channels, channel key -> how flat (e.g. ``"constant over the recording"``).
+        repeats: Repeated channel names as (name, first signal, repeated signal), 1-based.
+    """
+
     info: RecordingInfo
     rel: str
-    usable: list[_Channel]
+    usable: list[FileChannel]
     flat: dict[str, str]  # key -> how flat, e.g. "constant over the recording"
     repeats: list[tuple[str, int, int]]
 
@@ -758,11 +787,11 @@ def _patient(root: Path, path: Path, summary_folder: bool) -> str:
     return _safe(root.name or "root")
 
 
-def _assign_ids(root: Path, candidates: list[_Candidate]) -> None:
+def _assign_ids(root: Path, candidates: list[Candidate]) -> None:
     """Give every candidate a unique, file-system-safe ``recording_id`` (before validation, so ids stay stable
     whichever files get quarantined)."""
 
-    def base(c: _Candidate, spelled: bool) -> str:
+    def base(c: Candidate, spelled: bool) -> str:
         stem = c.path.stem
         if spelled:  # the folders below the patient's spelled out, e.g. "alice__night1__rec"
             parts = list(c.path.relative_to(root).parts[:-1])
@@ -828,6 +857,23 @@ def _summaries(
     return listing, ok
 
 
+@dataclass
+class Listing:
+    """The result of :func:`find_candidates`: the EDF files to inspect, and what is already known to be wrong.
+
+    Attributes:
+        root: The data folder (absolute).
+        candidates: Files to inspect, in natural order, with unique ``recording_id``s.
+        quarantine: Rows ``{"path", "stage", "reason"}`` found from the listing alone (summary problems).
+        notes: Notes from the summaries.
+    """
+
+    root: Path
+    candidates: list[Candidate]
+    quarantine: list[dict[str, str]]
+    notes: list[str]
+
+
 def discover_recordings(
     root: Path,
     *,
@@ -839,7 +885,9 @@ def discover_recordings(
     """Find every EDF recording below ``root``, attach its seizures, validate it and fix the common channel set.
 
     The module docstring gives the layouts, the patient and id rules and the channel policy. Nothing is written
-    (inputs are read-only); every file is read once, in chunks.
+    (inputs are read-only); every file is read once, in chunks. Three steps, each usable on its own so the
+    per-file middle one can run elsewhere (:mod:`tasks.ingest.fanout` maps it over Dask workers):
+    :func:`find_candidates`, :func:`inspect_candidate` per file, :func:`settle_discovery`.
 
     Args:
         root: The data folder (CHB-MIT ``chbNN/`` folders, BIDS ``sub-XX/`` folders, sub-folders per patient, or
@@ -859,6 +907,25 @@ def discover_recordings(
             bad file).
         ValueError: If ``channels`` names a channel twice.
     """
+    listing = find_candidates(root, channels=channels)
+    results = [inspect_candidate(c, min_duration_s, flat_std_v, scan_chunk_s) for c in listing.candidates]
+    return settle_discovery(listing, results, channels)
+
+
+def find_candidates(root: Path, *, channels: list[str] | None = None) -> Listing:
+    """List the EDF files below ``root`` with their patient, id and CHB-MIT summary record; reads no EDF.
+
+    Args:
+        root: The data folder.
+        channels: The forced channel set, if any (only checked here: it must name distinct channels).
+
+    Returns:
+        The candidates and the quarantine rows and notes the summaries gave.
+
+    Raises:
+        FileNotFoundError: If ``root`` is not a folder or holds no ``.edf`` file.
+        ValueError: If ``channels`` names a channel twice.
+    """
     root = Path(root).absolute()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder; pass the folder that holds the EDF recordings")
@@ -876,11 +943,11 @@ def discover_recordings(
     by_folder: dict[Path, list[Path]] = defaultdict(list)
     for p in edfs:
         by_folder[p.parent].append(p)
-    candidates: list[_Candidate] = []
+    candidates: list[Candidate] = []
     for folder, files in by_folder.items():
         found = _summaries(root, folder, files, quarantine, notes)
         for p in files:
-            c = _Candidate(p, str(p.relative_to(root)), _patient(root, p, found is not None), found is not None)
+            c = Candidate(p, str(p.relative_to(root)), _patient(root, p, found is not None), found is not None)
             if found is not None:
                 listing, ok = found
                 if p.name.casefold() in listing:
@@ -892,19 +959,67 @@ def discover_recordings(
                     continue
             candidates.append(c)
     _assign_ids(root, candidates)
+    return Listing(root, candidates, quarantine, notes)
 
-    inspected: list[_Inspected] = []
-    for c in candidates:
-        secrets = _header_secrets(c.path)
-        try:
-            result = _inspect(c, min_duration_s, flat_std_v, scan_chunk_s)
-        except Exception as exc:  # the sanctioned per-file catch: record the file, keep the (scrubbed) message
-            result = f"{c.rel}: unexpected error while reading it: {type(exc).__name__}: {exc}"
+
+def inspect_candidate(
+    c: Candidate, min_duration_s: float = 4.0, flat_std_v: float = FLAT_STD_V, scan_chunk_s: float = 60.0
+) -> Inspected | str:
+    """Validate one file and attach its seizures: the per-file part of :func:`discover_recordings`.
+
+    It depends on no other file, so it can run in any process that reads ``c.path``. It never raises for a bad
+    file: a string is the file's quarantine reason, naming it by its path below ROOT. Every message (the reason,
+    the recording's notes) is scrubbed of the file's header tokens.
+
+    Args:
+        c: A candidate from :func:`find_candidates`.
+        min_duration_s: Minimum seconds of data; shorter files are quarantined.
+        flat_std_v: Flat threshold on a channel's standard deviation (volts).
+        scan_chunk_s: Seconds read at a time while scanning the signals.
+
+    Returns:
+        The inspected recording, or the quarantine reason.
+    """
+    secrets = _header_secrets(c.path)
+    try:
+        result = _inspect(c, min_duration_s, flat_std_v, scan_chunk_s)
+    except Exception as exc:  # the sanctioned per-file catch: record the file, keep the (scrubbed) message
+        result = f"{c.rel}: unexpected error while reading it: {type(exc).__name__}: {exc}"
+    if isinstance(result, str):
+        return _scrub(result, secrets)
+    result.info.notes = [_scrub(n, secrets) for n in result.info.notes]
+    return result
+
+
+def settle_discovery(
+    listing: Listing, results: Sequence[Inspected | str], channels: list[str] | None = None
+) -> Discovery:
+    """Combine the per-file results (in the order of ``listing.candidates``) into the :class:`Discovery`.
+
+    Files whose result is a string are quarantined with it; the rest go through the common-channel rule of the
+    module docstring, which needs every file's channels at once and so cannot run per file.
+
+    Args:
+        listing: What :func:`find_candidates` returned.
+        results: :func:`inspect_candidate` of each candidate, same order.
+        channels: The forced channel set, if any.
+
+    Returns:
+        Accepted recordings, quarantine rows, notes and the common channel set.
+
+    Raises:
+        ValueError: If ``results`` does not hold one result per candidate.
+    """
+    if len(results) != len(listing.candidates):
+        raise ValueError(f"{len(results)} inspection results for {len(listing.candidates)} candidate files")
+    quarantine = list(listing.quarantine)
+    notes = list(listing.notes)
+    inspected: list[Inspected] = []
+    for c, result in zip(listing.candidates, results, strict=True):
         if isinstance(result, str):
-            quarantine.append(_quarantine(c.path, _scrub(result, secrets)))
-            continue
-        result.info.notes = [_scrub(n, secrets) for n in result.info.notes]
-        inspected.append(result)
+            quarantine.append(_quarantine(c.path, result))
+        else:
+            inspected.append(result)
 
     common, kept, channel_notes, channel_rows = _common_channels(inspected, channels)
     quarantine.extend(channel_rows)
@@ -913,7 +1028,7 @@ def discover_recordings(
     for item in kept:
         notes.extend(n for n in item.info.notes if " repeats channel " not in n)
     if not kept:
-        notes.append(f"{root}: no recording passed validation ({len(quarantine)} quarantine rows)")
+        notes.append(f"{listing.root}: no recording passed validation ({len(quarantine)} quarantine rows)")
     rates = sorted({item.info.sfreq for item in kept})
     if len(rates) > 1:
         notes.append(f"recordings have different sampling rates ({', '.join(f'{r:g}' for r in rates)} Hz); "
@@ -921,7 +1036,7 @@ def discover_recordings(
     return Discovery([item.info for item in kept], quarantine, notes, common)
 
 
-def _inspect(c: _Candidate, min_duration_s: float, flat_std_v: float, scan_chunk_s: float) -> _Inspected | str:
+def _inspect(c: Candidate, min_duration_s: float, flat_std_v: float, scan_chunk_s: float) -> Inspected | str:
     """Validate one file and attach its seizures; a string is the quarantine reason (naming the file)."""
     try:
         header = read_edf_header(c.path)
@@ -1001,12 +1116,12 @@ def _inspect(c: _Candidate, min_duration_s: float, flat_std_v: float, scan_chunk
         else f"std {scan.std_v[n] * 1e6:.3g} uV over the recording"
         for n in scan.flat
     }
-    return _Inspected(info, c.rel, chans.usable, flat, chans.repeats)
+    return Inspected(info, c.rel, chans.usable, flat, chans.repeats)
 
 
 def _common_channels(
-    inspected: list[_Inspected], forced: Sequence[str] | None
-) -> tuple[list[str], list[_Inspected], list[str], list[dict[str, str]]]:
+    inspected: list[Inspected], forced: Sequence[str] | None
+) -> tuple[list[str], list[Inspected], list[str], list[dict[str, str]]]:
     """Apply the channel policy of the module docstring: (common names, kept recordings, notes, quarantine rows)."""
     notes: list[str] = []
     rows: list[dict[str, str]] = []
@@ -1064,7 +1179,7 @@ def _count_text(keys: list[str], counts: Counter[str], m: int) -> str:
     return f"{values[0]} of {m}" if len(values) == 1 else f"{values[0]}-{values[-1]} of {m}"
 
 
-def _repeat_notes(kept: list[_Inspected]) -> list[str]:
+def _repeat_notes(kept: list[Inspected]) -> list[str]:
     """One note per repeated-channel pattern, not one per file (CHB-MIT repeats T8-P8 in hundreds of files)."""
     groups: dict[tuple[str, int, int], list[str]] = defaultdict(list)
     for item in kept:
@@ -1371,6 +1486,60 @@ def preprocess_recording(
     )
 
 
+def preprocess_for_stage(
+    path: Path, recording_id: str, channels: Sequence[str], out_dir: Path, cfg: EegIngestConfig
+) -> RecordingMeta | str:
+    """:func:`preprocess_recording` of one accepted recording with the stage's settings, into
+    ``signal_path(out_dir, recording_id)``; a bad file's error becomes its quarantine reason instead of a raise.
+
+    It depends on no other recording (ids are unique, so no two calls write the same file), so it can run in any
+    process that reads ``path`` and writes ``out_dir``.
+
+    Args:
+        path: The EDF file.
+        recording_id: Its id (names the output file).
+        channels: The common channel set, in array row order.
+        out_dir: The stage's output folder.
+        cfg: The ingest settings (``sfreq``, ``l_freq``, ``h_freq``, ``notch``).
+
+    Returns:
+        What was written, or the reason the recording is quarantined (header, MNE, channel or filter errors).
+    """
+    try:
+        return preprocess_recording(
+            Path(path),
+            channels,
+            signal_path(out_dir, recording_id),
+            sfreq_out=cfg.sfreq,
+            l_freq=cfg.l_freq,
+            h_freq=cfg.h_freq,
+            notch=cfg.notch,
+        )
+    except (EdfHeaderError, ValueError, OSError) as exc:
+        return str(exc)
+
+
+def drop_failed(discovery: Discovery, outcomes: Sequence[RecordingMeta | str]) -> Discovery:
+    """The discovery without the recordings whose preprocessing failed; they join the quarantine, in order.
+
+    Args:
+        discovery: What :func:`discover_recordings` (or :func:`settle_discovery`) returned.
+        outcomes: :func:`preprocess_for_stage` of each of ``discovery.recordings``, same order.
+
+    Returns:
+        A new :class:`Discovery`; ``discovery`` is left as it was.
+
+    Raises:
+        ValueError: If ``outcomes`` does not hold one outcome per recording.
+    """
+    if len(outcomes) != len(discovery.recordings):
+        raise ValueError(f"{len(outcomes)} preprocessing outcomes for {len(discovery.recordings)} recordings")
+    kept = [rec for rec, out in zip(discovery.recordings, outcomes, strict=True) if not isinstance(out, str)]
+    failed = [_quarantine(rec.path, out) for rec, out in zip(discovery.recordings, outcomes, strict=True)
+              if isinstance(out, str)]  # fmt: skip
+    return Discovery(kept, [*discovery.quarantine, *failed], list(discovery.notes), list(discovery.channels))
+
+
 # ---------------------------------------------------------------------------------------------------- tables
 def signal_path(out_dir: Path, recording_id: str) -> Path:
     """Where a recording's preprocessed array lives: ``<out_dir>/signals/<recording_id>.npy``."""
@@ -1473,8 +1642,15 @@ def simulate_source(cfg: EegIngestConfig, cache: StageCache, seed: int, refresh:
 @task(
     name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
 )
-def ingest_eeg_task(cfg: EegIngestConfig, ctx: RunContext) -> StageResult:
-    """Find, validate and preprocess every recording into ``signals/<id>.npy`` (cached on the file listing)."""
+def ingest_eeg_task(cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConfig | None = None) -> StageResult:
+    """Find, validate and preprocess every recording into ``signals/<id>.npy`` (cached on the file listing).
+
+    With ``runner.kind=dask`` each file's inspection and each recording's preprocessing run as mapped task runs
+    of a nested ``ingest-recordings`` flow on the Dask workers (:mod:`tasks.ingest.fanout`); the outcome, and so
+    the cache key, does not depend on the runner.
+    """
+    from tasks.ingest.fanout import ingest_recordings  # fanout imports this module
+
     logger = get_run_logger()
     cache = StageCache(ctx.cache_root)
     if cfg.path is None:
@@ -1491,38 +1667,14 @@ def ingest_eeg_task(cfg: EegIngestConfig, ctx: RunContext) -> StageResult:
 
     def build(out: Path) -> dict:
         try:
-            discovery = discover_recordings(root, channels=cfg.channels, min_duration_s=cfg.min_duration_s)
+            listing = find_candidates(root, channels=cfg.channels)
         except (FileNotFoundError, ValueError) as exc:
             raise StageError(str(exc)) from exc
-        for note in discovery.notes:
-            logger.info("ingest: %s", note)
-        kept = []
-        for i, rec in enumerate(discovery.recordings, start=1):
-            try:
-                meta = preprocess_recording(
-                    Path(rec.path),
-                    discovery.channels,
-                    signal_path(out, rec.recording_id),
-                    sfreq_out=cfg.sfreq,
-                    l_freq=cfg.l_freq,
-                    h_freq=cfg.h_freq,
-                    notch=cfg.notch,
-                )
-            except (EdfHeaderError, ValueError, OSError) as exc:
-                discovery.quarantine.append({"path": rec.path, "stage": "ingest", "reason": str(exc)})
-                continue
-            kept.append(rec)
-            logger.info(
-                "ingest: %d/%d %s (%.0f s, %s)",
-                i,
-                len(discovery.recordings),
-                rec.recording_id,
-                meta.duration_s,
-                meta.filter,
-            )
-        discovery.recordings[:] = kept
-        if not kept:
+        logger.info("ingest: %d EDF files (runner: %s)", len(listing.candidates), runner.kind if runner else "local")
+        discovery = ingest_recordings(listing, out, cfg, runner)
+        if not discovery.recordings:
             raise StageError(f"no usable EDF recordings under {root}; see quarantine.csv for why")
+        kept = discovery.recordings
         write_tables(discovery, out)
         pd.DataFrame(discovery.quarantine, columns=["path", "stage", "reason"]).to_csv(
             out / "quarantine.csv", index=False

@@ -190,3 +190,55 @@ def publish_report_link(report_url: str | None, key: str, description: str) -> N
         from prefect.artifacts import create_link_artifact
 
         create_link_artifact(link=report_url, link_text="report.html", key=key, description=description)
+
+
+def plot_gain(per_seed: list[dict[str, Any]], metric: str = "test balanced accuracy") -> bytes:
+    """Paired bars per seed: the real-only arm beside the real + synthetic arm."""
+    x = np.arange(len(per_seed))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(per_seed), 3.0))
+    ax.bar(x - 0.2, [r["real_only"] for r in per_seed], 0.4, label="real only")
+    ax.bar(x + 0.2, [r["real_plus_synthetic"] for r in per_seed], 0.4, label="real + synthetic")
+    lo = min(min(r["real_only"], r["real_plus_synthetic"]) for r in per_seed)
+    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.set_xticks(x, [str(r["seed"]) for r in per_seed])
+    ax.set(xlabel="seed", ylabel=metric, title="Real only vs real + synthetic")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig_to_png(fig)
+
+
+SYNTHETIC_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
+_SYNTHETIC_MEANING = {
+    "tstr_balanced_accuracy": "trained on synthetic only, tested on real (0.5 = no class information)",
+    "gain_mean": "real + synthetic minus real only, mean over seeds (0.02 = two points)",
+    "gain_sd": "standard deviation of that gain over seeds",
+    "c2st_accuracy": "real vs synthetic told apart by a classifier (0.5 = indistinguishable)",
+    "nn_copy_rate": "synthetic samples closer to a real training sample than real samples are to each other",
+}
+
+
+def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[str, str, list[str]]:
+    """HTML and markdown for the synthetic-data section: verdict, the five numbers, per-seed table and plot."""
+    rows = [{"measure": k, "value": _fmt(synthetic.get(k)), "meaning": _SYNTHETIC_MEANING[k]} for k in SYNTHETIC_KEYS]
+    rows.append(
+        {
+            "measure": "frechet_distance_vigil_features",
+            "value": _fmt(synthetic.get("frechet_distance_vigil_features")),
+            "meaning": str(synthetic.get("feature_space", "")),
+        }
+    )
+    seeds = [
+        {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in synthetic.get("per_seed", [])
+    ]
+    recipe = synthetic.get("gain_recipe", {})
+    text = (
+        f"<p><b>{html.escape(str(synthetic.get('verdict', '')))}</b>. {synthetic.get('n_added', 0)} synthetic "
+        f"samples added ({html.escape(str(synthetic.get('classes')))} classes, ratio {synthetic.get('ratio')}); "
+        f"comparison arms: {html.escape(json.dumps(recipe))}. The headline test metrics are the real + synthetic "
+        "model's; the real-only model's are under synthetic.real_only in metrics.json.</p>"
+    )
+    gain = plot_gain(synthetic["per_seed"]) if synthetic.get("per_seed") else None
+    body = text + html_table(rows) + html_table(seeds) + img_tag(gain, "gain per seed") + extra_html
+    md = ["## Synthetic data", str(synthetic.get("verdict", "")), markdown_table(rows)]
+    if gain:
+        md.append(f"![gain]({png_data_uri(gain)})")
+    return "Synthetic data (GAN)", body, md

@@ -36,10 +36,12 @@ from tasks.report.common import (
     png_data_uri,
     publish_report_link,  # noqa: E402
     render_html,
+    synthetic_section,
     vigil_version,
     write_json,
 )
 from tasks.rundir import RunContext, git_commit, hardware, link_or_copy, package_versions  # noqa: E402
+from tasks.synth.eeg import ARRAY, detection_training_windows, read_synthetic, synthetic_selection  # noqa: E402
 
 FLOW = "seizure-prediction"
 
@@ -208,6 +210,38 @@ def splits_table(windows: pd.DataFrame, recordings: pd.DataFrame) -> pd.DataFram
     )
 
 
+def plot_spectra(spectra: dict[str, Any]) -> bytes | None:
+    """Mean log power spectrum per class, real vs synthetic windows (Welch, averaged over channels)."""
+    if not spectra:
+        return None
+    fig, axes = plt.subplots(1, len(spectra), figsize=(4.2 * len(spectra), 3.0), squeeze=False)
+    for ax, (name, sp) in zip(axes[0], spectra.items(), strict=True):
+        ax.plot(sp["freqs"], sp["real"], label="real")
+        ax.plot(sp["freqs"], sp["synthetic"], label="synthetic", linestyle="--")
+        ax.set(xlabel="Hz", ylabel="log10 power (normalised units)", title=name)
+        ax.legend(fontsize=8)
+    return fig_to_png(fig)
+
+
+def synthetic_splits(synth: StageResult, label: StageResult, classes: str) -> pd.DataFrame:
+    """splits.csv rows for the synthetic windows the detector trained on (path: the stage's windows.npy)."""
+    _, manifest = read_synthetic(synth.dir)
+    pool = detection_training_windows(read_windows(label.dir))
+    n_real = {int(k): int(v) for k, v in pool["ictal"].value_counts().items()}
+    rows = manifest.iloc[synthetic_selection(manifest, classes, n_real)]
+    return pd.DataFrame(
+        {
+            "sample_id": rows["window_id"],
+            "path": str(synth.dir / ARRAY) + "#" + rows["index"].astype(str),
+            "label": rows["label"],
+            "split": "train",
+            "stratum": "",
+            "group": "synthetic",
+            "synthetic": True,
+        }
+    )
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report_eeg_task(
     config: BaseModel,
@@ -263,7 +297,10 @@ def report_eeg_task(
         label = ok["label"]
         windows = read_windows(label.dir)
         recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
-        splits_table(windows, recordings).to_csv(run_dir / "splits.csv", index=False)
+        splits = splits_table(windows, recordings)
+        if "synth" in ok:
+            splits = pd.concat([splits, synthetic_splits(ok["synth"], label, config.synth.classes)], ignore_index=True)
+        splits.to_csv(run_dir / "splits.csv", index=False)
         for part in ("train", "val", "test"):
             metrics.setdefault("n", {})[part] = int((windows["split"] == part).sum())
     if "augment" in ok:
@@ -386,6 +423,21 @@ def report_eeg_task(
     if roc:
         sections.append(("ROC curves (windows)", img_tag(roc, "roc")))
         md.append(f"![roc]({png_data_uri(roc)})")
+    if "evaluate-synthetic" in ok:
+        metrics["synthetic"] = json.loads((ok["evaluate-synthetic"].dir / "synthetic.json").read_text())
+        if "synth" in ok:
+            metrics["synthetic"]["gan"] = dict(ok["synth"].summary)
+        spectra = plot_spectra(json.loads((ok["synth"].dir / "spectra.json").read_text()))
+        extra = "<p>Power spectra of real vs synthetic training windows, per class.</p>" + img_tag(spectra, "spectra")
+        extra += (
+            "<p>Prediction trains on real windows only: its leave-one-seizure-out folds would need one GAN per "
+            "fold to keep every test seizure out of GAN training.</p>"
+        )
+        title, body, synth_md = synthetic_section(metrics["synthetic"], extra)
+        sections.append((title, body))
+        md += synth_md
+        if spectra:
+            md.append(f"![spectra]({png_data_uri(spectra)})")
     if "augment" in ok and (ok["augment"].dir / "examples.png").is_file():
         sections.append(("Augmentation", img_tag((ok["augment"].dir / "examples.png").read_bytes(), "augment")))
     sections.append((f"Left out ({len(quarantine)})", html_table(quarantine.to_dict("records")[:200])))

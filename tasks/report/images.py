@@ -31,12 +31,13 @@ from tasks.report.common import (
     png_data_uri,
     publish_report_link,
     render_html,
+    synthetic_section,
     vigil_version,
     write_json,
 )
 from tasks.rundir import RunContext, git_commit, hardware, link_or_copy, package_versions
 
-STAGES = ("ingest", "quality", "label", "augment", "train", "evaluate")
+STAGES = ("ingest", "quality", "label", "augment", "synth", "train", "evaluate")
 
 
 def collect_quarantine(stages: dict[str, StageResult]) -> pd.DataFrame:
@@ -82,6 +83,12 @@ def build_metrics(
         metrics["test"] = ev["test"]
         if "baseline" in ev:
             metrics["baseline"] = ev["baseline"]
+    synthetic = stages.get("evaluate-synthetic")
+    if synthetic is not None and not synthetic.error:
+        metrics["synthetic"] = json.loads((synthetic.dir / "synthetic.json").read_text())
+        gan = stages.get("synth")
+        if gan is not None and not gan.error:
+            metrics["synthetic"]["gan"] = {k: v for k, v in gan.summary.items() if k != "final_losses"}
     if error:
         metrics["error"] = error
     return metrics
@@ -137,7 +144,10 @@ def report_images_task(
     quarantine = collect_quarantine(stages)
     quarantine.to_csv(run_dir / "quarantine.csv", index=False)
     label = stages.get("label")
-    if label and not label.error:
+    train = stages.get("train")
+    if train and not train.error and (train.dir / "splits.csv").is_file():
+        link_or_copy(train.dir / "splits.csv", run_dir / "splits.csv")  # real rows + the synthetic rows it used
+    elif label and not label.error:
         link_or_copy(label.dir / "splits.csv", run_dir / "splits.csv")
     augment = stages.get("augment")
     if augment and not augment.error:
@@ -147,7 +157,6 @@ def report_images_task(
     evaluate = stages.get("evaluate")
     if evaluate and not evaluate.error:
         evaluation = json.loads((evaluate.dir / "evaluation.json").read_text())
-    train = stages.get("train")
     if train and not train.error and evaluation:
         meta = torch.load(train.dir / "weights.pt", map_location="cpu", weights_only=True)
         meta["threshold"] = evaluation["test"].get("threshold")
@@ -220,6 +229,16 @@ def report_images_task(
                 )
             )
             md += ["## Learning curves", f"![curves]({png_data_uri(curves)})"]
+    if "synthetic" in metrics:
+        synth = stages["synth"]
+        grid = grid_png(synth.dir / "grid.png")
+        names = ", ".join(metrics.get("class_names", []))
+        extra = f"<p>GAN samples, one row per class ({html.escape(names)}).</p>" + img_tag(grid, "synthetic grid")
+        title, body, synth_md = synthetic_section(metrics["synthetic"], extra)
+        sections.append((title, body))
+        md += synth_md
+        if grid:
+            md.append(f"![synthetic samples]({png_data_uri(grid)})")
     if augment and not augment.error:
         grid = grid_png(augment.dir / "augment_grid.png")
         sections.append(

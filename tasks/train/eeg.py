@@ -19,22 +19,26 @@ import pandas as pd
 import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from models.registry import create_model
 from models.training import FitConfig, FitResult, fit, predict_proba, select_device
 from tasks.augment.eeg import EEGAugment, build_eeg_augment_from_config
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
-from tasks.config import EegAugmentConfig, EegTrainConfig
+from tasks.config import EegAugmentConfig, EegSynthConfig, EegTrainConfig
 from tasks.label.eeg import FOLD_UNUSED, WindowDataset, read_windows
 from tasks.rundir import RunContext
+from tasks.synth.eeg import ArrayWindows, detection_training_windows, read_synthetic, synthetic_selection
 from tasks.train.images import SeededSampler, class_weights, default_workers
 
 
 class AugmentedWindows(Dataset):
-    """A ``WindowDataset`` whose items are augmented with a per-item seed handed in by ``SeededSampler``."""
+    """Real (``WindowDataset``) or synthetic (``ArrayWindows``) windows, augmented with a per-item seed.
 
-    def __init__(self, base: WindowDataset, augment: EEGAugment | None) -> None:
+    The seed comes from ``SeededSampler``, so a run repeats exactly whatever the number of workers.
+    """
+
+    def __init__(self, base: Dataset, augment: EEGAugment | None) -> None:
         self.base = base
         self.augment = augment
 
@@ -95,14 +99,31 @@ def train_window_model(
     epochs: int | None = None,
     checkpoint_dir: Path | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
+    synthetic: ArrayWindows | None = None,
+    synthetic_only: bool = False,
 ) -> EegFit:
-    """Fit one registry EEG model on ``train`` windows (balanced), early-stopping on ``val`` when given."""
+    """Fit one registry EEG model on ``train`` windows (balanced), early-stopping on ``val`` when given.
+
+    ``synthetic`` windows (already in the classifier's normalisation) are added to the balanced real windows, or
+    replace them with ``synthetic_only`` (train on synthetic, test on real); augmentation applies to both.
+    """
     device = select_device(cfg.device)
     name = model_name or cfg.model
     train = balance(train, label_column, cfg.negatives_per_positive, seed)
     labels = train[label_column].to_numpy().astype(np.int64)
-    base = WindowDataset(train, signals_dir, window_samples, label_column=label_column, normalize=cfg.normalize)
-    train_loader = _loader(AugmentedWindows(base, augment), cfg, device, SeededSampler(len(train), seed))
+    weighted = synthetic is not None and synthetic.weight is not None
+    base: Dataset = WindowDataset(
+        train.assign(_w=1.0),
+        signals_dir,
+        window_samples,
+        label_column=label_column,
+        normalize=cfg.normalize,
+        weight_column="_w" if weighted else None,
+    )
+    if synthetic is not None:
+        base = synthetic if synthetic_only else ConcatDataset([base, synthetic])
+        labels = synthetic.y if synthetic_only else np.concatenate([labels, synthetic.y])
+    train_loader = _loader(AugmentedWindows(base, augment), cfg, device, SeededSampler(len(base), seed))
     val_loader = None
     if val is not None and len(val) and val[label_column].nunique() == 2:
         val_set = WindowDataset(val, signals_dir, window_samples, label_column=label_column, normalize=cfg.normalize)
@@ -190,13 +211,48 @@ def _epoch_logger(logger: Any, what: str) -> Callable[[dict], None]:
     return log
 
 
-@task(name="train-detection", cache_policy=NO_CACHE)
-def train_detection_task(
-    cfg: EegTrainConfig, label: StageResult, ingest: StageResult, augment_cfg: EegAugmentConfig, ctx: RunContext
+def detection_synthetic(
+    synth: StageResult, label: StageResult, synth_cfg: EegSynthConfig, all_rows: bool = False
+) -> tuple[ArrayWindows, dict]:
+    """The synth stage's windows an arm adds (``synth.classes``, or every class), and what identifies them."""
+    array, manifest = read_synthetic(synth.dir)
+    chosen = synth_cfg.classes
+    if all_rows:
+        idx = np.arange(len(manifest))
+    else:
+        pool = detection_training_windows(read_windows(label.dir))
+        n_real = {int(k): int(v) for k, v in pool["ictal"].value_counts().items()}
+        idx = synthetic_selection(manifest, chosen, n_real)
+    weight = None if synth_cfg.synthetic_weight == 1.0 else synth_cfg.synthetic_weight
+    windows = ArrayWindows(array[idx], manifest["label"].to_numpy()[idx], weight)
+    key = {"key": synth.key, "classes": "all" if all_rows else chosen, "weight": synth_cfg.synthetic_weight}
+    return windows, key
+
+
+def detection_arm(
+    cfg: EegTrainConfig,
+    label: StageResult,
+    ingest: StageResult,
+    augment_cfg: EegAugmentConfig,
+    ctx: RunContext,
+    *,
+    seed: int,
+    synthetic: ArrayWindows | None = None,
+    synthetic_key: dict | None = None,
+    synthetic_only: bool = False,
+    checkpoint_name: str = "detection",
+    logger: Any = None,
 ) -> StageResult:
-    """Train the detector on the training recordings; score val and test windows (and any compared models)."""
-    logger = get_run_logger()
-    key = stage_key("train-detection", label.key, cfg, augment_cfg, ctx.seed)
+    """Train the detector (and ``cfg.compare`` models) through the stage cache; score val and test windows.
+
+    Without synthetic windows the key is the plain detection training's, so the synthetic-data comparison's
+    real-only arm reuses what a run without synth already trained.
+    """
+    log = logger or get_run_logger()
+    parts: list = [label.key, cfg, augment_cfg, seed]
+    if synthetic is not None:
+        parts.append({"synthetic": synthetic_key, "synthetic_only": synthetic_only})
+    key = stage_key("train-detection", *parts)
 
     def build(out: Path) -> dict:
         windows, n_samples, sfreq = _context(label)
@@ -210,7 +266,7 @@ def train_detection_task(
         augment = build_eeg_augment_from_config(augment_cfg, sfreq)
         summary: dict = {"models": {}}
         for name in [cfg.model, *[m for m in cfg.compare if m != cfg.model]]:
-            ckpt = Path(ctx.run_dir) / "checkpoints" / f"detection-{name}"
+            ckpt = Path(ctx.run_dir) / "checkpoints" / f"{checkpoint_name}-{name}"
             fitted = train_window_model(
                 train,
                 val,
@@ -221,10 +277,12 @@ def train_detection_task(
                 "ictal",
                 cfg,
                 augment,
-                ctx.seed,
+                seed,
                 model_name=name,
                 checkpoint_dir=ckpt,
-                on_epoch_end=_epoch_logger(logger, f"detection {name}"),
+                on_epoch_end=_epoch_logger(log, f"detection {name}"),
+                synthetic=synthetic,
+                synthetic_only=synthetic_only,
             )
             score = predict_windows(fitted.model, scored, signals, n_samples, cfg, "ictal")
             folder = out if name == cfg.model else out / "compare" / name
@@ -240,12 +298,30 @@ def train_detection_task(
                 "epochs_run": fitted.result.epochs_run,
                 "device": fitted.result.device,
                 "n_train_windows": len(train),
+                "n_train_synthetic": 0 if synthetic is None else len(synthetic),
             }
         return summary
 
     result = run_stage(StageCache(ctx.cache_root), "train", key, build, ctx.refreshes("train"))
-    logger.info("train detection: %s%s", result.summary.get("models"), " (cached)" if result.cached else "")
+    log.info("train detection: %s%s", result.summary.get("models"), " (cached)" if result.cached else "")
     return result
+
+
+@task(name="train-detection", cache_policy=NO_CACHE)
+def train_detection_task(
+    cfg: EegTrainConfig,
+    label: StageResult,
+    ingest: StageResult,
+    augment_cfg: EegAugmentConfig,
+    ctx: RunContext,
+    synth: StageResult | None = None,
+    synth_cfg: EegSynthConfig | None = None,
+) -> StageResult:
+    """Train the detector on the training recordings (plus synthetic windows when the synth stage ran)."""
+    if synth is None or synth_cfg is None:
+        return detection_arm(cfg, label, ingest, augment_cfg, ctx, seed=ctx.seed)
+    windows, key = detection_synthetic(synth, label, synth_cfg)
+    return detection_arm(cfg, label, ingest, augment_cfg, ctx, seed=ctx.seed, synthetic=windows, synthetic_key=key)
 
 
 @task(name="train-prediction", cache_policy=NO_CACHE)

@@ -30,10 +30,11 @@ from tqdm import tqdm
 from models.registry import create_model
 from models.training import FitConfig, FitResult, fit, predict_proba, select_device
 from tasks.augment.images import apply, build_pipeline
-from tasks.cache import StageCache, StageResult, run_stage, stage_key
-from tasks.config import AugmentConfig, TrainConfig
+from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
+from tasks.config import AugmentConfig, SynthConfig, TrainConfig
 from tasks.quality.images import load_image
 from tasks.rundir import RunContext
+from tasks.synth.images import gan_training_rows, read_manifest, synthetic_rows
 
 
 def decode_images(paths: list[str], size: int, channels: int, array_path: Path) -> np.ndarray:
@@ -194,6 +195,7 @@ def train_classifier(
         patience=cfg.patience,
         monitor=cfg.monitor,
         amp=cfg.amp,
+        amp_cpu=cfg.amp_cpu,
         device=str(device),
         label_smoothing=cfg.label_smoothing,
         seed=seed,
@@ -211,7 +213,7 @@ def train_classifier(
     )
     rows = []
     for part, loader in (("val", val_loader), ("test", test_loader)):
-        proba = predict_proba(model, loader, device=device, amp=cfg.amp)
+        proba = predict_proba(model, loader, device=device, amp=cfg.amp, amp_cpu=cfg.amp_cpu)
         for j, i in enumerate(idx[part]):
             rows.append(
                 {"sample_id": table["sample_id"].iat[i], "split": part, "label": int(labels[i])}
@@ -299,26 +301,64 @@ class _Progress:
         update_progress_artifact(self.artifact_id, progress=100.0, description="training finished")
 
 
-@task(name="train", cache_policy=NO_CACHE)
-def train_images_task(
-    cfg: TrainConfig, label: StageResult, augment: StageResult, augment_cfg: AugmentConfig, ctx: RunContext
+def compose_table(label_table: pd.DataFrame, synthetic: pd.DataFrame | None, synthetic_only: bool) -> pd.DataFrame:
+    """The training table of one arm: the real split table, plus synthetic train rows, or with them instead.
+
+    ``synthetic_only`` replaces the real train rows (train-on-synthetic, test-on-real); validation and test rows
+    are always the real ones, so every arm is scored on the same real images.
+    """
+    if synthetic is None or synthetic.empty:
+        if synthetic_only:
+            raise StageError("train: a synthetic-only arm needs synthetic samples; the synth stage wrote none")
+        return label_table
+    rows = synthetic.copy()
+    if "grey" in label_table:
+        rows["grey"] = bool(label_table["grey"].all())
+    base = label_table[label_table["split"] != "train"] if synthetic_only else label_table
+    return pd.concat([base, rows[[c for c in rows.columns if c in label_table.columns]]], ignore_index=True)
+
+
+def train_arm(
+    cfg: TrainConfig,
+    label: StageResult,
+    augment: StageResult,
+    augment_cfg: AugmentConfig,
+    ctx: RunContext,
+    *,
+    seed: int,
+    synthetic: pd.DataFrame | None = None,
+    synthetic_key: dict | None = None,
+    synthetic_only: bool = False,
+    checkpoint_name: str | None = None,
+    logger: logging.Logger | None = None,
 ) -> StageResult:
-    """Fit the classifier; a finished fit is cached, an unfinished one resumes from the run's checkpoint."""
-    logger = get_run_logger()
-    key = stage_key("train", label.key, augment.key, cfg, ctx.seed)
+    """Fit one classifier through the stage cache: the flow's model, or one arm of the synthetic-data comparison.
+
+    Without synthetic rows the key is exactly the plain train stage's, so the comparison's real-only arm reuses a
+    training that an earlier run without synth (or another arm with the same seed and recipe) already did.
+    ``synthetic_key`` identifies the synthetic rows (synth stage key and how they were selected).
+    """
+    log = logger or get_run_logger()
+    parts: list = [label.key, augment.key, cfg, seed]
+    if synthetic is not None:
+        parts.append({"synthetic": synthetic_key, "synthetic_only": synthetic_only})
+    key = stage_key("train", *parts)
 
     def build(out: Path) -> dict:
         table = pd.read_csv(label.dir / "splits.csv", keep_default_na=False)
+        table = compose_table(table, synthetic, synthetic_only)
         class_names = label.summary["class_names"]
-        progress = _Progress(cfg.epochs, logger)
+        progress = _Progress(cfg.epochs, log)
         checkpoint_dir = Path(ctx.run_dir) / "checkpoints"
+        if checkpoint_name:
+            checkpoint_dir = checkpoint_dir / checkpoint_name
         try:
             output = train_classifier(
                 table,
                 class_names,
                 cfg,
-                build_pipeline(augment_cfg, ctx.seed),
-                ctx.seed,
+                build_pipeline(augment_cfg, seed),
+                seed,
                 out,
                 checkpoint_dir,
                 on_epoch_end=progress.on_epoch_end,
@@ -327,9 +367,13 @@ def train_images_task(
         finally:
             progress.close()
         (out / "history.json").write_text(json.dumps(output.history, indent=2))
+        if synthetic is not None:
+            table.to_csv(out / "splits.csv", index=False)  # the run's splits.csv then lists the synthetic rows
         fit = output.fit
         if fit.resumed_from_epoch is not None:
-            logger.info("train: resumed from the checkpoint of epoch %d", fit.resumed_from_epoch)
+            log.info("train: resumed from the checkpoint of epoch %d", fit.resumed_from_epoch)
+        split = table["split"]
+        synth_mask = table["synthetic"].astype(str).str.lower().isin(("true", "1"))
         return {
             "model": cfg.model,
             "device": fit.device,
@@ -338,16 +382,46 @@ def train_images_task(
             "stopped_early": fit.stopped_early,
             "resumed_from_epoch": fit.resumed_from_epoch,
             "n_parameters": output.n_parameters,
+            "n_train_real": int(((split == "train") & ~synth_mask).sum()),
+            "n_train_synthetic": int(((split == "train") & synth_mask).sum()),
+            "seed": seed,
         }
 
     result = run_stage(StageCache(ctx.cache_root), "train", key, build, ctx.refreshes("train"))
-    s = result.summary
-    logger.info(
-        "train: %s on %s, best epoch %s of %s%s",
-        s["model"],
-        s["device"],
-        s["best_epoch"],
-        s["epochs_run"],
-        " (cached)" if result.cached else "",
-    )
+    if not result.error:
+        s = result.summary
+        log.info(
+            "train: %s on %s, best epoch %s of %s%s",
+            s["model"],
+            s["device"],
+            s["best_epoch"],
+            s["epochs_run"],
+            " (cached)" if result.cached else "",
+        )
     return result
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_images_task(
+    cfg: TrainConfig,
+    label: StageResult,
+    augment: StageResult,
+    augment_cfg: AugmentConfig,
+    ctx: RunContext,
+    synth: StageResult | None = None,
+    synth_cfg: SynthConfig | None = None,
+) -> StageResult:
+    """Fit the classifier (on real + synthetic images when the synth stage ran); cached, resumable."""
+    if synth is None or synth_cfg is None:
+        return train_arm(cfg, label, augment, augment_cfg, ctx, seed=ctx.seed)
+    rows, rows_key = synthetic_selection(synth, label, synth_cfg)
+    return train_arm(cfg, label, augment, augment_cfg, ctx, seed=ctx.seed, synthetic=rows, synthetic_key=rows_key)
+
+
+def synthetic_selection(synth: StageResult, label: StageResult, synth_cfg: SynthConfig) -> tuple[pd.DataFrame, dict]:
+    """The synth stage's rows that the real + synthetic arm adds (``synth.classes``), and what identifies them."""
+    manifest = read_manifest(synth.dir)
+    table = pd.read_csv(label.dir / "splits.csv", keep_default_na=False)
+    real_train = gan_training_rows(table)["label"].to_numpy().astype(np.int64)
+    rows = synthetic_rows(manifest, real_train, synth_cfg.classes, synth_cfg.synthetic_weight)
+    return rows, {"key": synth.key, "classes": synth_cfg.classes, "weight": synth_cfg.synthetic_weight}

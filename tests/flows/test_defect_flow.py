@@ -170,3 +170,30 @@ def test_a_transient_read_error_is_retried(prefect_harness, tmp_path, monkeypatc
     state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}", "evaluate.baseline=false"])
     assert state.is_completed(), state.message
     assert len(calls) == 2
+
+
+@pytest.mark.slow
+def test_synth_on_measures_usefulness_and_reuses_the_real_only_training(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=20)
+    plain, plain_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}"])
+    assert plain.is_completed(), plain.message
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}", "synth.enabled=true"])
+    assert state.is_completed(), state.message
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    syn = metrics["synthetic"]
+    for key in ("tstr_balanced_accuracy", "c2st_accuracy", "nn_copy_rate"):
+        assert 0.0 <= syn[key] <= 1.0, key
+    assert -1.0 <= syn["gain_mean"] <= 1.0 and syn["gain_sd"] >= 0.0
+    assert [r["seed"] for r in syn["per_seed"]] == [0, 1, 2]
+    # the real-only arm is the plain run's training, reused from the cache, and scores what that run scored
+    real_only = next(a for a in syn["arms"] if a["arm"] == "real-only")
+    assert real_only["cached"]
+    plain_metrics = json.loads((plain_dir / "metrics.json").read_text())
+    assert syn["real_only"]["accuracy"] == plain_metrics["test"]["accuracy"]
+    assert metrics["cached"]["synth"] is False and metrics["timing_s"]["synth"] > 0
+    splits = pd.read_csv(run_dir / "splits.csv")
+    synthetic = splits[splits["synthetic"]]
+    assert len(synthetic) == syn["n_added"] > 0 and (synthetic["split"] == "train").all()
+    assert all(Path(p).is_file() for p in synthetic["path"])
+    html = (run_dir / "report.html").read_text()
+    assert "Synthetic data (GAN)" in html and syn["verdict"] in html

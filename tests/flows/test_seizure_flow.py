@@ -95,3 +95,20 @@ def test_bad_edf_is_quarantined_and_the_rest_used(prefect_harness, tmp_path, mon
     quarantine = pd.read_csv(run_dir / "quarantine.csv")
     assert quarantine["path"].str.contains("chb01_99.edf").any()
     assert json.loads((run_dir / "metrics.json").read_text())["n"]["n_recordings"] == 3
+
+
+@pytest.mark.slow
+def test_synth_on_measures_usefulness_for_detection(prefect_harness, tmp_path, monkeypatch) -> None:
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", ["synth.enabled=true"])
+    assert state.is_completed(), state.message
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    syn = metrics["synthetic"]
+    for key in ("tstr_balanced_accuracy", "c2st_accuracy", "nn_copy_rate"):
+        assert 0.0 <= syn[key] <= 1.0, key
+    assert syn["task"] == "detection" and len(syn["per_seed"]) == 3
+    assert "window" in syn["real_only"]["detection"] and "event" in syn["real_only"]["detection"]
+    assert syn["gan"]["gan_train_by_class"]["ictal"] > 0
+    splits = pd.read_csv(run_dir / "splits.csv")
+    assert splits["synthetic"].sum() == syn["n_added"] > 0
+    html = (run_dir / "report.html").read_text()
+    assert "Synthetic data (GAN)" in html and "Power spectra" in html
