@@ -132,6 +132,12 @@ class SynthConfig(_SynthCommon):
     """The image GAN (class-conditional, hinge loss + spectral norm) and its usefulness experiment."""
 
     model: str = "gan_image"
+    n_critic: int | None = Field(
+        2,
+        ge=1,
+        description="Discriminator steps per generator step. 2, not the hinge loss's usual 1: with 1 the 2-core "
+        "GAN collapsed to near-identical samples (BENCHMARKS.md); None: 1.",
+    )
     image_size: int = Field(64, ge=16, le=128, description="GAN resolution (a power of two); samples are upscaled.")
     classes: Literal["all", "minority"] = Field(
         "all", description="Classes that receive synthetic samples: all, or those rarer than the most common one."
