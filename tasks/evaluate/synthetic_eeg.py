@@ -26,7 +26,7 @@ from tasks.evaluate.eeg import evaluate_detection
 from tasks.label.eeg import read_windows
 from tasks.rundir import RunContext
 from tasks.synth.eeg import detection_training_windows, load_windows, read_synthetic
-from tasks.synth.usefulness import c2st_accuracy, frechet_distance, gain_summary, nn_copy_rate
+from tasks.synth.usefulness import embedding_measures, paired_gain
 from tasks.train.eeg import detection_arm, detection_synthetic
 
 #: Real windows embedded for the C2ST / copy check (a seeded sample; enough for stable nearest neighbours).
@@ -101,14 +101,15 @@ def evaluate_synthetic_eeg_task(
         real_main = arm(train_cfg, ctx.seed, "real-only")
         real_only = score(real_main)
         recipe = train_cfg.model_copy(update={"epochs": synth_cfg.gain_epochs or train_cfg.epochs})
-        seeds = [ctx.seed + i for i in range(synth_cfg.seeds)]
-        real_scores, synth_scores = [], []
-        for s in seeds:
-            r = score(arm(recipe, s, f"gain-real-{s}"))
-            w = score(arm(recipe, s, f"gain-synth-{s}", synthetic=added, synthetic_key=added_key))
-            real_scores.append(r["window"]["balanced_accuracy"])
-            synth_scores.append(w["window"]["balanced_accuracy"])
-        gain = gain_summary(real_scores, synth_scores, seeds)
+
+        def gain_arm(seed: int, with_synthetic: bool) -> float:
+            if with_synthetic:
+                result = arm(recipe, seed, f"gain-synth-{seed}", synthetic=added, synthetic_key=added_key)
+            else:
+                result = arm(recipe, seed, f"gain-real-{seed}")
+            return score(result)["window"]["balanced_accuracy"]
+
+        gain = paired_gain(gain_arm, [ctx.seed + i for i in range(synth_cfg.seeds)])
         tstr = score(arm(recipe, ctx.seed, "tstr", synthetic=every, synthetic_key=every_key, synthetic_only=True))
         logger.info("evaluate-synthetic: embedding real and synthetic windows with the real-only detector")
         pool = detection_training_windows(windows)
@@ -119,21 +120,12 @@ def evaluate_synthetic_eeg_task(
         weights = real_main.dir / "weights.pt"
         f_real = embed_windows(weights, real_x)
         f_synth = embed_windows(weights, np.asarray(synth_x))
-        c2st = c2st_accuracy(f_real, f_synth, seed=ctx.seed)
-        copy_rate, copy_threshold = nn_copy_rate(f_real, f_synth)
         result = {
             "task": "detection",
             "score": "test window balanced accuracy (threshold chosen on the validation recordings)",
             "tstr_balanced_accuracy": tstr["window"]["balanced_accuracy"],
-            "gain_mean": gain["gain_mean"],
-            "gain_sd": gain["gain_sd"],
-            "n_seeds": gain["n_seeds"],
-            "per_seed": gain["per_seed"],
-            "verdict": gain["verdict"],
-            "c2st_accuracy": c2st,
-            "nn_copy_rate": copy_rate,
-            "nn_copy_threshold": copy_threshold,
-            "frechet_distance_vigil_features": frechet_distance(f_real, f_synth),
+            **gain,
+            **embedding_measures(f_real, f_synth, ctx.seed),
             "feature_space": f"pre-logit features of the real-only {train_cfg.model} detector (not a public model)",
             "gain_recipe": {"epochs": recipe.epochs, "model": recipe.model},
             "ratio": synth_cfg.ratio,

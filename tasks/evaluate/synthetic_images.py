@@ -34,7 +34,7 @@ from tasks.evaluate.images import evaluate_classifier
 from tasks.quality.images import load_image
 from tasks.rundir import RunContext
 from tasks.synth.images import gan_training_rows, read_manifest, synthetic_rows
-from tasks.synth.usefulness import c2st_accuracy, frechet_distance, gain_summary, nn_copy_rate
+from tasks.synth.usefulness import embedding_measures, paired_gain
 from tasks.train.images import load_model, synthetic_selection, train_arm
 
 
@@ -105,19 +105,15 @@ def evaluate_synthetic_images_task(
                 "image_size": synth_cfg.gain_image_size or train_cfg.image_size,
             }
         )
-        seeds = [ctx.seed + i for i in range(synth_cfg.seeds)]
-        real_scores, synth_scores = [], []
-        for s in seeds:
-            r = _scored(arm(recipe, s, f"gain-real-{s}"), table, class_names, evaluate_cfg)
-            w = _scored(
-                arm(recipe, s, f"gain-synth-{s}", synthetic=rows, synthetic_key=rows_key),
-                table,
-                class_names,
-                evaluate_cfg,
-            )
-            real_scores.append(r["balanced_accuracy"])
-            synth_scores.append(w["balanced_accuracy"])
-        gain = gain_summary(real_scores, synth_scores, seeds)
+
+        def gain_arm(seed: int, with_synthetic: bool) -> float:
+            if with_synthetic:
+                result = arm(recipe, seed, f"gain-synth-{seed}", synthetic=rows, synthetic_key=rows_key)
+            else:
+                result = arm(recipe, seed, f"gain-real-{seed}")
+            return _scored(result, table, class_names, evaluate_cfg)["balanced_accuracy"]
+
+        gain = paired_gain(gain_arm, [ctx.seed + i for i in range(synth_cfg.seeds)])
         tstr = _scored(
             arm(
                 recipe,
@@ -135,21 +131,11 @@ def evaluate_synthetic_images_task(
         weights = real_main.dir / "weights.pt"
         f_real = embed_images(weights, real_train["path"].tolist())
         f_synth = embed_images(weights, manifest["path"].tolist())
-        c2st = c2st_accuracy(f_real, f_synth, seed=ctx.seed)
-        copy_rate, copy_threshold = nn_copy_rate(f_real, f_synth)
-        fd = frechet_distance(f_real, f_synth)
         result = {
             "tstr_balanced_accuracy": tstr["balanced_accuracy"],
             "tstr_accuracy": tstr["accuracy"],
-            "gain_mean": gain["gain_mean"],
-            "gain_sd": gain["gain_sd"],
-            "n_seeds": gain["n_seeds"],
-            "per_seed": gain["per_seed"],
-            "verdict": gain["verdict"],
-            "c2st_accuracy": c2st,
-            "nn_copy_rate": copy_rate,
-            "nn_copy_threshold": copy_threshold,
-            "frechet_distance_vigil_features": fd,
+            **gain,
+            **embedding_measures(f_real, f_synth, ctx.seed),
             "feature_space": f"pre-logit features of the real-only {train_cfg.model} (not Inception)",
             "gain_recipe": {"epochs": recipe.epochs, "image_size": recipe.image_size, "model": recipe.model},
             "ratio": synth_cfg.ratio,

@@ -41,7 +41,7 @@ from tasks.report.common import (
     write_json,
 )
 from tasks.rundir import RunContext, git_commit, hardware, link_or_copy, package_versions  # noqa: E402
-from tasks.synth.eeg import ARRAY, detection_training_windows, read_synthetic, synthetic_selection  # noqa: E402
+from tasks.synth.eeg import ARRAY, read_synthetic, synthetic_selection  # noqa: E402
 
 FLOW = "seizure-prediction"
 
@@ -223,12 +223,10 @@ def plot_spectra(spectra: dict[str, Any]) -> bytes | None:
     return fig_to_png(fig)
 
 
-def synthetic_splits(synth: StageResult, label: StageResult, classes: str) -> pd.DataFrame:
+def synthetic_splits(synth: StageResult, windows: pd.DataFrame, classes: str) -> pd.DataFrame:
     """splits.csv rows for the synthetic windows the detector trained on (path: the stage's windows.npy)."""
     _, manifest = read_synthetic(synth.dir)
-    pool = detection_training_windows(read_windows(label.dir))
-    n_real = {int(k): int(v) for k, v in pool["ictal"].value_counts().items()}
-    rows = manifest.iloc[synthetic_selection(manifest, classes, n_real)]
+    rows = manifest.iloc[synthetic_selection(manifest, classes, windows)]
     return pd.DataFrame(
         {
             "sample_id": rows["window_id"],
@@ -299,7 +297,8 @@ def report_eeg_task(
         recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
         splits = splits_table(windows, recordings)
         if "synth" in ok:
-            splits = pd.concat([splits, synthetic_splits(ok["synth"], label, config.synth.classes)], ignore_index=True)
+            synthetic = synthetic_splits(ok["synth"], windows, config.synth.classes)
+            splits = pd.concat([splits, synthetic], ignore_index=True)
         splits.to_csv(run_dir / "splits.csv", index=False)
         for part in ("train", "val", "test"):
             metrics.setdefault("n", {})[part] = int((windows["split"] == part).sum())

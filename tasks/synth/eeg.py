@@ -36,7 +36,7 @@ from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_ke
 from tasks.config import EegSynthConfig, EegTrainConfig
 from tasks.label.eeg import WindowDataset, read_windows
 from tasks.rundir import RunContext
-from tasks.synth.training import GAN_FIELDS, GanProgress, gan_config
+from tasks.synth.training import GAN_FIELDS, GanProgress, classes_to_add, gan_config
 
 MANIFEST = "manifest.csv"
 ARRAY = "windows.npy"
@@ -108,10 +108,10 @@ def read_synthetic(synth_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
     return np.load(synth_dir / ARRAY, mmap_mode="r"), pd.read_csv(synth_dir / MANIFEST, dtype={"window_id": str})
 
 
-def synthetic_selection(manifest: pd.DataFrame, classes: str, n_real: dict[int, int]) -> np.ndarray:
-    """Manifest row indices the real + synthetic arm adds: every class, or those rarer than the largest."""
-    biggest = max(n_real.values()) if n_real else 0
-    keep = set(n_real) if classes == "all" else {c for c, n in n_real.items() if 0 < n < biggest}
+def synthetic_selection(manifest: pd.DataFrame, classes: str, windows: pd.DataFrame) -> np.ndarray:
+    """Manifest row indices the real + synthetic arm adds (``classes`` of :func:`classes_to_add`, counted over the
+    detection training windows of the label stage's ``windows``)."""
+    keep = classes_to_add(detection_training_windows(windows)["ictal"].to_numpy(), classes)
     return np.flatnonzero(manifest["label"].astype(int).isin(keep).to_numpy())
 
 

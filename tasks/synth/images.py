@@ -31,7 +31,7 @@ from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_ke
 from tasks.config import SynthConfig
 from tasks.quality.images import load_image
 from tasks.rundir import RunContext
-from tasks.synth.training import GAN_FIELDS, GanProgress, gan_config
+from tasks.synth.training import GAN_FIELDS, GanProgress, classes_to_add, gan_config
 
 MANIFEST = "manifest.csv"
 
@@ -171,9 +171,7 @@ def read_manifest(synth_dir: Path) -> pd.DataFrame:
 
 def synthetic_rows(manifest: pd.DataFrame, real_train_labels: np.ndarray, classes: str, weight: float) -> pd.DataFrame:
     """The synthetic rows the real + synthetic arm trains on: all classes, or only those rarer than the largest."""
-    counts = np.bincount(real_train_labels)
-    keep = set(range(len(counts))) if classes == "all" else {c for c, n in enumerate(counts) if 0 < n < counts.max()}
-    rows = manifest[manifest["label"].astype(int).isin(keep)].copy()
+    rows = manifest[manifest["label"].astype(int).isin(classes_to_add(real_train_labels, classes))].copy()
     rows["weight"] = float(weight)
     rows["synthetic"] = True
     return rows.reset_index(drop=True)

@@ -17,6 +17,7 @@ functions so the tests can feed them hand-made point clouds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -137,4 +138,25 @@ def gain_summary(real_only: list[float], with_synthetic: list[float], seeds: lis
             for s, r, w, g in zip(seeds, real_only, with_synthetic, gains, strict=True)
         ],
         "verdict": verdict,
+    }
+
+
+def paired_gain(score: Callable[[int, bool], float], seeds: list[int]) -> dict[str, Any]:
+    """Run both arms per seed (``score(seed, with_synthetic)`` trains and scores one) and summarise the gain."""
+    real_only: list[float] = []
+    with_synthetic: list[float] = []
+    for s in seeds:
+        real_only.append(score(s, False))
+        with_synthetic.append(score(s, True))
+    return gain_summary(real_only, with_synthetic, seeds)
+
+
+def embedding_measures(real: np.ndarray, synthetic: np.ndarray, seed: int) -> dict[str, float]:
+    """C2ST accuracy, copy rate (and its threshold) and Fréchet distance of two embedding sets, metrics.json names."""
+    copy_rate, copy_threshold = nn_copy_rate(real, synthetic)
+    return {
+        "c2st_accuracy": c2st_accuracy(real, synthetic, seed=seed),
+        "nn_copy_rate": copy_rate,
+        "nn_copy_threshold": copy_threshold,
+        "frechet_distance_vigil_features": frechet_distance(real, synthetic),
     }

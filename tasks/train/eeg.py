@@ -28,7 +28,7 @@ from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EegAugmentConfig, EegSynthConfig, EegTrainConfig
 from tasks.label.eeg import FOLD_UNUSED, WindowDataset, read_windows
 from tasks.rundir import RunContext
-from tasks.synth.eeg import ArrayWindows, detection_training_windows, read_synthetic, synthetic_selection
+from tasks.synth.eeg import ArrayWindows, read_synthetic, synthetic_selection
 from tasks.train.images import SeededSampler, class_weights, default_workers
 
 
@@ -220,9 +220,7 @@ def detection_synthetic(
     if all_rows:
         idx = np.arange(len(manifest))
     else:
-        pool = detection_training_windows(read_windows(label.dir))
-        n_real = {int(k): int(v) for k, v in pool["ictal"].value_counts().items()}
-        idx = synthetic_selection(manifest, chosen, n_real)
+        idx = synthetic_selection(manifest, chosen, read_windows(label.dir))
     weight = None if synth_cfg.synthetic_weight == 1.0 else synth_cfg.synthetic_weight
     windows = ArrayWindows(array[idx], manifest["label"].to_numpy()[idx], weight)
     key = {"key": synth.key, "classes": "all" if all_rows else chosen, "weight": synth_cfg.synthetic_weight}
