@@ -19,7 +19,8 @@ import torch
 
 from models.gan import GanConfig, fit_gan, sample_gan
 from models.registry import create_model
-from tasks.synth.images import gan_inputs, gan_training_rows
+from tasks.synth.images import gan_inputs
+from tasks.synthetic_samples import gan_training_rows
 
 
 def diversity(x: np.ndarray, n: int = 64) -> float:

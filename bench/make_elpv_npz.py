@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from tasks.config import LabelConfig
+from tasks.image_io import load_image
 from tasks.ingest.images import read_elpv
 from tasks.label.images import make_splits
-from tasks.quality.images import load_image
 
 
 def main() -> None:

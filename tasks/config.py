@@ -194,7 +194,7 @@ class RunnerConfig(_Section):
 
 
 class SimulateConfig(_Section):
-    """The built-in EEG simulator, used when no ``--data`` is given (see tasks/simulate.py for the physiology)."""
+    """The built-in EEG simulator, used when no ``--data`` is given (tasks/ingest/simulate.py: the physiology)."""
 
     n_patients: int = Field(3, ge=1, le=99)
     recordings_per_patient: int = Field(4, ge=1)

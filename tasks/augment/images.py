@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import AugmentConfig
-from tasks.quality.images import load_image
+from tasks.image_io import load_image
 from tasks.rundir import RunContext
 
 

@@ -4,7 +4,7 @@ Pure functions: arrays and tables in, JSON-safe dicts out (Python floats and int
 undefined, e.g. sensitivity without seizures), in the ``metrics.json`` layout ``detection.window.*``,
 ``detection.event.*`` and ``prediction.*``. Proportions are fractions in [0, 1]; rates say their unit.
 
-**Detection.** Window metrics reuse :func:`tasks.evaluate.metrics.binary_metrics`. Event metrics follow SzCORE
+**Detection.** Window metrics reuse :func:`tasks.metrics.binary_metrics`. Event metrics follow SzCORE
 (Dan et al. 2024, "SzCORE: seizure community open-source research evaluation framework for the validation of
 electroencephalography-based automated seizure detection algorithms", Epilepsia 66(S3)), computed by its reference
 implementation, the ``timescoring`` package: a detected event counts if it overlaps a reference seizure extended
@@ -36,8 +36,8 @@ from timescoring.scoring import EventScoring
 
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EegEvaluateConfig, EegLabelConfig
-from tasks.evaluate.metrics import binary_metrics, choose_threshold
-from tasks.label.eeg import read_windows
+from tasks.eeg_windows import read_windows
+from tasks.metrics import binary_metrics, choose_threshold
 from tasks.rundir import RunContext
 
 #: SzCORE event-scoring parameters (Dan et al. 2024), seconds.
@@ -280,7 +280,7 @@ def detection_report(
         fs: Annotation resolution in Hz for :func:`event_scores`.
 
     Returns:
-        ``window``: :func:`tasks.evaluate.metrics.binary_metrics` on the raw window scores; ``event``:
+        ``window``: :func:`tasks.metrics.binary_metrics` on the raw window scores; ``event``:
         :func:`event_scores` over the test recordings.
     """
     s = np.asarray(score, dtype=np.float64)

@@ -19,14 +19,14 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EvaluateConfig
 from tasks.evaluate.baseline import baseline_scores, extract_features, fit_baseline
-from tasks.evaluate.metrics import (
+from tasks.image_io import read_image
+from tasks.metrics import (
     choose_threshold,
     classification_metrics,
     metrics_by_group,
     roc_points,
     worst_errors,
 )
-from tasks.quality.images import read_image
 from tasks.rundir import RunContext
 
 

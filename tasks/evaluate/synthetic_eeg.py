@@ -22,10 +22,9 @@ from prefect.cache_policies import NO_CACHE
 from models.registry import create_model
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import EegAugmentConfig, EegEvaluateConfig, EegLabelConfig, EegSynthConfig, EegTrainConfig
+from tasks.eeg_windows import detection_training_windows, load_windows, read_synthetic, read_windows
 from tasks.evaluate.eeg import evaluate_detection
-from tasks.label.eeg import read_windows
 from tasks.rundir import RunContext
-from tasks.synth.eeg import detection_training_windows, load_windows, read_synthetic
 from tasks.synth.usefulness import embedding_measures, paired_gain
 from tasks.train.eeg import detection_arm, detection_synthetic
 

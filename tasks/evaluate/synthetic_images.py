@@ -31,10 +31,10 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import AugmentConfig, EvaluateConfig, SynthConfig, TrainConfig
 from tasks.evaluate.images import evaluate_classifier
-from tasks.quality.images import load_image
+from tasks.image_io import load_image
 from tasks.rundir import RunContext
-from tasks.synth.images import gan_training_rows, read_manifest, synthetic_rows
 from tasks.synth.usefulness import embedding_measures, paired_gain
+from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
 from tasks.train.images import load_model, synthetic_selection, train_arm
 
 

@@ -1617,7 +1617,7 @@ def _listing_fingerprint(root: Path) -> str:
 
 def simulate_source(cfg: EegIngestConfig, cache: StageCache, seed: int, refresh: bool) -> tuple[Path, StageResult]:
     """Write (or reuse) the simulated CHB-MIT-layout data set; ``cache/simulate/<key>/data`` is read-only input."""
-    from tasks.simulate import SimulationSpec, simulate_dataset
+    from tasks.ingest.simulate import SimulationSpec, simulate_dataset
 
     sim = cfg.simulate
     spec = SimulationSpec(

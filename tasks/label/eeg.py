@@ -32,46 +32,36 @@ split or fold only, and applies it unchanged to that split's test windows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from torch.utils.data import Dataset
 
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import EegLabelConfig
+from tasks.eeg_windows import (
+    EXCLUDED,
+    FOLD_TRAIN_ONLY,
+    FOLD_UNUSED,
+    INTERICTAL,
+    PREICTAL,
+    SPLITS,
+    require_columns,
+)
 from tasks.rundir import RunContext
 
-WINDOW_COLUMNS = ["window_id", "recording_id", "patient", "start_sample", "start_s", "end_s", "ictal", "seizure_id"]
-PREDICTION_COLUMNS = ["timeline", "t_start_s", "t_end_s", "pred_label", "lead_seizure_id"]
-#: ``pred_label`` values.
-PREICTAL, INTERICTAL, EXCLUDED = 1, 0, -1
-#: ``fold`` values besides the test fold numbers 0, 1, ...: used for training in every fold but tested in none
-#: (interictal windows of a patient without a usable leading seizure), and not used at all (excluded labels and the
-#: windows dropped at block boundaries).
-FOLD_TRAIN_ONLY, FOLD_UNUSED = -1, -2
-SPLITS = ("train", "val", "test")
 _EPS_S = 1e-6  # float slack when comparing times in seconds (window times are sample counts / sfreq)
 
 _RECORDING_COLUMNS = ("recording_id", "patient", "duration_s")
 _SEIZURE_COLUMNS = ("recording_id", "seizure_id", "onset_s", "offset_s")
 
 
-# --------------------------------------------------------------------------------------------- validation
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} lacks column(s) {missing}; it has {list(df.columns)}")
-
-
 def _check_tables(recordings: pd.DataFrame, seizures: pd.DataFrame) -> None:
-    _require(recordings, _RECORDING_COLUMNS, "recordings.csv")
-    _require(seizures, _SEIZURE_COLUMNS, "seizures.csv")
+    require_columns(recordings, _RECORDING_COLUMNS, "recordings.csv")
+    require_columns(seizures, _SEIZURE_COLUMNS, "seizures.csv")
     rec_ids = recordings["recording_id"].astype(str)
     if rec_ids.duplicated().any():
         raise ValueError(f"recordings.csv repeats recording_id {sorted(set(rec_ids[rec_ids.duplicated()]))[:5]}")
@@ -207,7 +197,7 @@ def recording_timelines(recordings: pd.DataFrame) -> pd.DataFrame:
         else ``"<patient>/<recording_id>"``: the recording alone), ``offset_s`` (the recording's start on that
         timeline) and ``duration_s``.
     """
-    _require(recordings, _RECORDING_COLUMNS, "recordings.csv")
+    require_columns(recordings, _RECORDING_COLUMNS, "recordings.csv")
     offset = (
         pd.to_numeric(recordings["start_offset_s"], errors="coerce")
         if "start_offset_s" in recordings.columns
@@ -348,7 +338,7 @@ def label_prediction(
         A copy of ``windows`` plus ``timeline``, ``t_start_s``, ``t_end_s`` (timeline time), ``pred_label`` and
         ``lead_seizure_id`` (``""`` unless preictal).
     """
-    _require(windows, ["recording_id", "start_s", "end_s"], "windows")
+    require_columns(windows, ["recording_id", "start_s", "end_s"], "windows")
     _non_negative("postictal_s", postictal_s)
     _non_negative("interictal_gap_s", interictal_gap_s)
     if interictal_gap_s < sop_s + sph_s:
@@ -420,7 +410,7 @@ def prediction_feasibility(
         ``(True, "")`` when feasible, else ``(False, reason)`` with a one-sentence reason for
         ``metrics.json``'s ``prediction.reason`` that says what to change.
     """
-    _require(windows, ["pred_label", "lead_seizure_id"], "windows (run label_prediction first)")
+    require_columns(windows, ["pred_label", "lead_seizure_id"], "windows (run label_prediction first)")
     table = leading_seizures(recordings, seizures, sop_s, sph_s, min_preictal_coverage)
     horizon_min = (sop_s + sph_s) / 60
     n_lead = int(table["leading"].sum())
@@ -486,8 +476,8 @@ def detection_splits(
         raise ValueError(
             f"test_fraction={test_fraction}, val_fraction={val_fraction}: each must be in [0, 1) and their sum < 1"
         )
-    _require(recordings, ["recording_id", "patient"], "recordings.csv")
-    _require(windows, ["recording_id", "ictal"], "windows")
+    require_columns(recordings, ["recording_id", "patient"], "recordings.csv")
+    require_columns(windows, ["recording_id", "ictal"], "windows")
     rng = np.random.default_rng(seed)
     rec = recordings["recording_id"].astype(str)
     ictal_recs = set(windows.loc[windows["ictal"].astype(int) == 1, "recording_id"].astype(str))
@@ -542,7 +532,7 @@ def prediction_folds(
     **lopo** (leave one patient out): fold = the patient's index (sorted names) for every labelled window.
 
     Decision thresholds must be chosen on each fold's training windows only (the caller's job, e.g. with
-    :func:`tasks.evaluate.metrics.choose_threshold`), never on its test windows.
+    :func:`tasks.metrics.choose_threshold`), never on its test windows.
 
     Args:
         windows: Output of :func:`label_prediction`.
@@ -553,7 +543,9 @@ def prediction_folds(
         A copy of ``windows`` with an integer ``fold``: the test fold, ``FOLD_TRAIN_ONLY`` (-1) or
         ``FOLD_UNUSED`` (-2, excluded windows). Use :func:`fold_masks` to get a fold's train and test rows.
     """
-    _require(windows, ["patient", "pred_label", "lead_seizure_id", "timeline", "t_start_s", "t_end_s"], "windows")
+    require_columns(
+        windows, ["patient", "pred_label", "lead_seizure_id", "timeline", "t_start_s", "t_end_s"], "windows"
+    )
     _non_negative("block_gap_s", block_gap_s)
     out = windows.copy()
     label = out["pred_label"].to_numpy()
@@ -604,162 +596,6 @@ def prediction_folds(
                 fold[ii[block[clash]]] = FOLD_UNUSED
     out["fold"] = fold
     return out
-
-
-def fold_masks(windows: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean (train, test) row masks of one fold from :func:`prediction_folds`.
-
-    Args:
-        windows: Output of :func:`prediction_folds`.
-        fold: The fold number (>= 0).
-
-    Returns:
-        ``train``: every used window outside fold ``fold``; ``test``: the windows of fold ``fold``.
-    """
-    f = windows["fold"].to_numpy()
-    return (f != fold) & (f != FOLD_UNUSED), f == fold
-
-
-# --------------------------------------------------------------------------------------------- dataset
-Normalisation = Literal["none", "window", "recording"]
-
-
-class WindowDataset(Dataset):
-    """EEG windows read lazily from memory-mapped ``signals/<recording_id>.npy`` arrays.
-
-    Only the requested window is read from disk, so hours of EEG never have to fit in memory; the open memmaps are
-    cached per recording (and dropped when the dataset is pickled into DataLoader workers, which reopen their own).
-
-    Normalisation, per channel, with the robust location/scale ``median`` and ``IQR / 1.349`` (the standard
-    deviation for Gaussian data, but not thrown off by blinks or electrode pops):
-
-    * ``"window"``: statistics of the window itself. Removes amplitude differences between patients and
-      montages, but also the window's absolute amplitude, which is a seizure cue.
-    * ``"recording"``: statistics of the whole recording (estimated once from 32 evenly spaced windows and
-      cached), so amplitude changes within a recording survive.
-    * ``"none"``: raw values times ``scale`` (e.g. ``1e-2`` to put microvolts near unit range).
-
-    Args:
-        windows: Rows with ``recording_id`` and ``start_sample`` (e.g. from :func:`make_windows`), plus the
-            label and optional weight columns.
-        signals_dir: Folder holding ``<recording_id>.npy`` (``(n_chans, n_samples)`` float32).
-        window_samples: Samples per window (``round(window_s * sfreq)``).
-        label_column: Integer label column (``"ictal"`` for detection, ``"pred_label"`` for prediction).
-        weight_column: Optional per-window weight column; when given, items are ``(x, y, w)``.
-        normalize: ``"window"`` (default), ``"recording"`` or ``"none"``.
-        channels: Channel indices to keep (default all).
-        clip: Clip normalised values to ``[-clip, clip]`` (tames artefacts); ``None`` keeps them.
-        scale: Factor applied after normalisation.
-
-    Items are ``x`` float32 ``(n_chans, window_samples)``, ``y`` int64 scalar and, with ``weight_column``, ``w``
-    float32 scalar, the batch layout of :func:`models.training.fit`.
-    """
-
-    def __init__(
-        self,
-        windows: pd.DataFrame,
-        signals_dir: str | Path,
-        window_samples: int,
-        *,
-        label_column: str = "ictal",
-        weight_column: str | None = None,
-        normalize: Normalisation = "window",
-        channels: Sequence[int] | None = None,
-        clip: float | None = None,
-        scale: float = 1.0,
-    ) -> None:
-        if normalize not in ("none", "window", "recording"):
-            raise ValueError(f"normalize={normalize!r}; use 'window', 'recording' or 'none'")
-        if window_samples < 1:
-            raise ValueError(f"window_samples={window_samples}: must be >= 1")
-        _require(windows, ["recording_id", "start_sample", label_column], "windows")
-        if weight_column is not None:
-            _require(windows, [weight_column], "windows")
-        self.signals_dir = Path(signals_dir)
-        self.window_samples = int(window_samples)
-        self.recording_ids = windows["recording_id"].astype(str).to_numpy()
-        self.starts = windows["start_sample"].to_numpy(dtype=np.int64)
-        self.labels = windows[label_column].to_numpy(dtype=np.int64)
-        self.weights = None if weight_column is None else windows[weight_column].to_numpy(dtype=np.float32)
-        self.normalize = normalize
-        self.channels = None if channels is None else np.asarray(channels, dtype=np.int64)
-        self.clip = clip
-        self.scale = float(scale)
-        self._arrays: dict[str, np.ndarray] = {}
-        self._stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_arrays"] = {}  # memmaps do not travel to worker processes; each reopens its own
-        return state
-
-    def _array(self, recording_id: str) -> np.ndarray:
-        arr = self._arrays.get(recording_id)
-        if arr is None:
-            path = self.signals_dir / f"{recording_id}.npy"
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: no signal array for recording {recording_id!r}; rerun ingest")
-            arr = np.load(path, mmap_mode="r")
-            if arr.ndim != 2:
-                raise ValueError(f"{path}: expected (n_chans, n_samples), got shape {arr.shape}")
-            self._arrays[recording_id] = arr
-        return arr
-
-    def _read(self, arr: np.ndarray, start: int) -> np.ndarray:
-        piece = arr[:, start : start + self.window_samples]  # slice time first: only this window is read
-        if self.channels is not None:
-            piece = piece[self.channels]
-        return np.array(piece, dtype=np.float32)  # (C, T), a copy
-
-    @staticmethod
-    def _robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q25, med, q75 = np.percentile(x, [25, 50, 75], axis=-1, keepdims=True)
-        return med.astype(np.float32), np.maximum((q75 - q25) / 1.349, 1e-6).astype(np.float32)
-
-    def _recording_stats(self, recording_id: str, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        stats = self._stats.get(recording_id)
-        if stats is None:
-            last = max(arr.shape[1] - self.window_samples, 0)
-            starts = np.unique(np.linspace(0, last, 32).astype(np.int64))
-            sample = np.concatenate([self._read(arr, int(s)) for s in starts], axis=1)
-            stats = self._stats[recording_id] = self._robust(sample)
-        return stats
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        rec, start = self.recording_ids[i], int(self.starts[i])
-        arr = self._array(rec)
-        x = self._read(arr, start)
-        if x.shape[1] != self.window_samples:
-            raise IndexError(
-                f"window {i} of {rec!r} starts at sample {start} but the array has {arr.shape[1]} samples; "
-                "the windows were cut for a longer recording (check duration_s and sfreq)"
-            )
-        if self.normalize == "window":
-            med, scl = self._robust(x)
-            x = (x - med) / scl
-        elif self.normalize == "recording":
-            med, scl = self._recording_stats(rec, arr)
-            x = (x - med) / scl
-        if self.scale != 1.0:
-            x = x * np.float32(self.scale)
-        if self.clip is not None:
-            np.clip(x, -self.clip, self.clip, out=x)
-        y = torch.tensor(self.labels[i], dtype=torch.int64)
-        if self.weights is None:
-            return torch.from_numpy(x), y
-        return torch.from_numpy(x), y, torch.tensor(self.weights[i], dtype=torch.float32)
-
-
-def read_windows(label_dir: Path) -> pd.DataFrame:
-    """The label stage's ``windows.csv`` with ids kept as strings (a recording id like ``001`` must stay ``001``)."""
-    return pd.read_csv(
-        label_dir / "windows.csv",
-        dtype={"recording_id": str, "patient": str, "seizure_id": str},
-        keep_default_na=False,
-    )
 
 
 # --------------------------------------------------------------------------------------------- Prefect task

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tasks.quality.images import load_image  # noqa: E402
+from tasks.image_io import load_image  # noqa: E402
 
 
 def vigil_version() -> str:

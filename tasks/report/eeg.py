@@ -26,7 +26,12 @@ from pydantic import BaseModel  # noqa: E402
 
 from tasks.cache import StageResult, code_version  # noqa: E402
 from tasks.compare import comparison_markdown, comparison_rows, regression_check  # noqa: E402
-from tasks.label.eeg import read_windows  # noqa: E402
+from tasks.eeg_windows import (  # noqa: E402
+    ARRAY,
+    read_synthetic,
+    read_windows,  # noqa: E402
+    synthetic_selection,
+)
 from tasks.report.common import (
     dataset_slug,
     fig_to_png,
@@ -41,7 +46,6 @@ from tasks.report.common import (
     write_json,
 )
 from tasks.rundir import RunContext, git_commit, hardware, link_or_copy, package_versions  # noqa: E402
-from tasks.synth.eeg import ARRAY, read_synthetic, synthetic_selection  # noqa: E402
 
 FLOW = "seizure-prediction"
 

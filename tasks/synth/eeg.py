@@ -27,34 +27,19 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from scipy.signal import welch
-from torch.utils.data import Dataset
 
 from models.gan import fit_gan, sample_gan
 from models.registry import create_model
 from models.training import select_device
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import EegSynthConfig, EegTrainConfig
-from tasks.label.eeg import WindowDataset, read_windows
+from tasks.eeg_windows import ARRAY, MANIFEST, detection_training_windows, load_windows, read_windows
 from tasks.rundir import RunContext
-from tasks.synth.training import GAN_FIELDS, GanProgress, classes_to_add, gan_config
+from tasks.synth.training import GAN_FIELDS, GanProgress, gan_config
 
-MANIFEST = "manifest.csv"
-ARRAY = "windows.npy"
 CLASS_NAMES = ("interictal", "ictal")
 #: Cap on the windows a GAN trains on (the sampler draws classes evenly, so more majority windows add little).
 MAX_GAN_WINDOWS = 4096
-
-
-def detection_training_windows(windows: pd.DataFrame) -> pd.DataFrame:
-    """The windows a detection GAN may learn from: clean windows of the train recordings (the one place of the rule)."""
-    clean = (windows["ictal"] == 1) | (windows["seizure_id"].astype(str) == "")
-    return windows[clean & (windows["split"] == "train")]
-
-
-def load_windows(frame: pd.DataFrame, signals_dir: Path, n_samples: int, normalize: str) -> np.ndarray:
-    """Windows as ``(N, C, T)`` float32 in the classifier's normalisation."""
-    data = WindowDataset(frame, signals_dir, n_samples, label_column="ictal", normalize=normalize)
-    return np.stack([data[i][0].numpy() for i in range(len(data))]) if len(data) else np.zeros((0, 0, n_samples))
 
 
 def channel_scale(x: np.ndarray) -> np.ndarray:
@@ -82,37 +67,6 @@ def spectra(
         _, ps = mean_log_psd(s, sfreq)
         out[name] = {"freqs": freqs.tolist(), "real": pr.tolist(), "synthetic": ps.tolist()}
     return out
-
-
-class ArrayWindows(Dataset):
-    """Synthetic windows held in one array, with the ``(x, y)`` / ``(x, y, w)`` items of ``WindowDataset``."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, weight: float | None = None) -> None:
-        self.x = x
-        self.y = np.asarray(y, dtype=np.int64)
-        self.weight = weight
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        x = torch.from_numpy(np.array(self.x[i], dtype=np.float32))
-        y = torch.tensor(self.y[i], dtype=torch.int64)
-        if self.weight is None:
-            return x, y
-        return x, y, torch.tensor(self.weight, dtype=torch.float32)
-
-
-def read_synthetic(synth_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
-    """The synth stage's windows (memory-mapped) and manifest."""
-    return np.load(synth_dir / ARRAY, mmap_mode="r"), pd.read_csv(synth_dir / MANIFEST, dtype={"window_id": str})
-
-
-def synthetic_selection(manifest: pd.DataFrame, classes: str, windows: pd.DataFrame) -> np.ndarray:
-    """Manifest row indices the real + synthetic arm adds (``classes`` of :func:`classes_to_add`, counted over the
-    detection training windows of the label stage's ``windows``)."""
-    keep = classes_to_add(detection_training_windows(windows)["ictal"].to_numpy(), classes)
-    return np.flatnonzero(manifest["label"].astype(int).isin(keep).to_numpy())
 
 
 def synthesize_eeg(

@@ -29,17 +29,10 @@ from models.registry import create_model
 from models.training import select_device
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import SynthConfig
-from tasks.quality.images import load_image
+from tasks.image_io import load_image
 from tasks.rundir import RunContext
-from tasks.synth.training import GAN_FIELDS, GanProgress, classes_to_add, gan_config
-
-MANIFEST = "manifest.csv"
-
-
-def gan_training_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows a GAN may learn from: real samples of the train split (the one place this rule lives)."""
-    synthetic = table["synthetic"].astype(str).str.lower().isin(("true", "1")) if "synthetic" in table else False
-    return table[(table["split"] == "train") & ~synthetic].reset_index(drop=True)
+from tasks.synth.training import GAN_FIELDS, GanProgress, gan_config
+from tasks.synthetic_samples import MANIFEST, gan_training_rows
 
 
 def gan_inputs(rows: pd.DataFrame, size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,21 +153,6 @@ def synthesize_images(
         "gan_seconds": result.seconds,
         "final_losses": result.history[-1] if result.history else {},
     }
-
-
-def read_manifest(synth_dir: Path) -> pd.DataFrame:
-    """The synth stage's manifest with absolute paths (they are stored relative to the stage folder)."""
-    manifest = pd.read_csv(synth_dir / MANIFEST, keep_default_na=False, dtype={"sample_id": str})
-    manifest["path"] = [str(synth_dir / p) for p in manifest["path"]]
-    return manifest
-
-
-def synthetic_rows(manifest: pd.DataFrame, real_train_labels: np.ndarray, classes: str, weight: float) -> pd.DataFrame:
-    """The synthetic rows the real + synthetic arm trains on: all classes, or only those rarer than the largest."""
-    rows = manifest[manifest["label"].astype(int).isin(classes_to_add(real_train_labels, classes))].copy()
-    rows["weight"] = float(weight)
-    rows["synthetic"] = True
-    return rows.reset_index(drop=True)
 
 
 @task(name="synth", cache_policy=NO_CACHE)

@@ -10,7 +10,6 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -60,11 +59,3 @@ class GanProgress:
         update_progress_artifact(
             self.artifact_id, progress=100.0 * step / n_steps, description=f"{self.what}: {step}/{n_steps} steps"
         )
-
-
-def classes_to_add(real_labels: np.ndarray, classes: str) -> set[int]:
-    """Classes whose synthetic samples the real + synthetic arm adds: every class present in the real training
-    labels (``"all"``), or only those rarer than the most common one (``"minority"``)."""
-    counts = np.bincount(np.asarray(real_labels, dtype=np.int64))
-    present = {c for c, n in enumerate(counts) if n > 0}
-    return present if classes == "all" else {c for c in present if counts[c] < counts.max()}

@@ -1,6 +1,6 @@
 """The train stage for EEG windows: detection on a recording split, prediction over leave-one-seizure-out folds.
 
-Windows are read lazily from the ingest stage's memory-mapped signals (``tasks.label.eeg.WindowDataset``); the
+Windows are read lazily from the ingest stage's memory-mapped signals (``tasks.eeg_windows.WindowDataset``); the
 sampler gives every window its own augmentation seed, so runs repeat exactly for a seed. Seizure windows are rare,
 so each training set keeps every positive window and a seeded sample of at most ``negatives_per_positive``
 negatives per positive, and the loss is class-balanced on top.
@@ -26,10 +26,16 @@ from models.training import FitConfig, FitResult, fit, predict_proba, select_dev
 from tasks.augment.eeg import EEGAugment, build_eeg_augment_from_config
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EegAugmentConfig, EegSynthConfig, EegTrainConfig
-from tasks.label.eeg import FOLD_UNUSED, WindowDataset, read_windows
+from tasks.eeg_windows import (
+    FOLD_UNUSED,
+    ArrayWindows,
+    WindowDataset,
+    read_synthetic,
+    read_windows,
+    synthetic_selection,
+)
 from tasks.rundir import RunContext
-from tasks.synth.eeg import ArrayWindows, read_synthetic, synthetic_selection
-from tasks.train.images import SeededSampler, class_weights, default_workers
+from tasks.sampling import SeededSampler, class_weights, default_workers
 
 
 class AugmentedWindows(Dataset):

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from models.registry import create_model
@@ -32,9 +31,10 @@ from models.training import FitConfig, FitResult, fit, predict_proba, select_dev
 from tasks.augment.images import apply, build_pipeline
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import AugmentConfig, SynthConfig, TrainConfig
-from tasks.quality.images import load_image
+from tasks.image_io import load_image
 from tasks.rundir import RunContext
-from tasks.synth.images import gan_training_rows, read_manifest, synthetic_rows
+from tasks.sampling import SeededSampler, class_weights, default_workers
+from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
 
 
 def decode_images(paths: list[str], size: int, channels: int, array_path: Path) -> np.ndarray:
@@ -44,26 +44,6 @@ def decode_images(paths: list[str], size: int, channels: int, array_path: Path) 
         arr[i] = np.round(load_image(path, size, channels) * 65535.0).astype(np.uint16)
     arr.flush()
     return np.load(array_path, mmap_mode="r")
-
-
-class SeededSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, augmentation_seed)``; a fresh seeded shuffle every epoch."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
-        self.n = n
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-        seeds = rng.integers(0, 2**31 - 1, size=self.n)
-        self.epoch += 1
-        yield from zip(order.tolist(), seeds.tolist(), strict=True)
 
 
 class ImageArrayDataset(Dataset):
@@ -107,13 +87,6 @@ def channel_stats(array: np.ndarray, max_images: int = 2048) -> tuple[list[float
     return [float(m) for m in mean], [float(s) for s in std]
 
 
-def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights normalised to mean 1, so a rare defect class counts as much as the common one."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
-    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
-
-
 @dataclass
 class TrainOutput:
     weights_path: Path
@@ -121,15 +94,6 @@ class TrainOutput:
     history: list[dict]
     fit: FitResult
     n_parameters: int
-
-
-def default_workers(device: torch.device, requested: int | None) -> int:
-    """No workers on CPU (they would fight the model for 2 cores); several on GPU so loading never starves it."""
-    if requested is not None:
-        return requested
-    if device.type == "cuda":
-        return min(8, os.cpu_count() or 1)
-    return 0
 
 
 def train_classifier(

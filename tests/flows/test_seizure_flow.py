@@ -12,7 +12,7 @@ import torch
 
 from flows.config import resolve_config
 from flows.seizure_prediction import seizure_prediction
-from tasks.simulate import SimulationSpec, simulate_dataset
+from tasks.ingest.simulate import SimulationSpec, simulate_dataset
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "chbmit"
 

@@ -8,7 +8,7 @@ from tasks.evaluate.baseline import (
     fit_baseline,
     image_features,
 )
-from tasks.evaluate.metrics import binary_metrics, multiclass_metrics
+from tasks.metrics import binary_metrics, multiclass_metrics
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from tasks.ingest.eeg import (
     signal_path,
     write_tables,
 )
-from tasks.simulate import CHANNELS, SimulationSpec, plan_patients, simulate_dataset
+from tasks.ingest.simulate import CHANNELS, SimulationSpec, plan_patients, simulate_dataset
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "chbmit"
 CHB05_SEIZURE_FILES = ("chb05_06.edf", "chb05_13.edf", "chb05_16.edf", "chb05_17.edf", "chb05_22.edf")

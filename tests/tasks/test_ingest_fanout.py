@@ -27,8 +27,8 @@ from tasks.ingest.fanout import (
     preprocess_from_result,
     preprocess_result,
 )
+from tasks.ingest.simulate import CHANNELS, SimulationSpec, simulate_dataset
 from tasks.rundir import RunContext
-from tasks.simulate import CHANNELS, SimulationSpec, simulate_dataset
 
 SPEC = SimulationSpec(
     n_patients=2,

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from conftest import add_bad_files, part_image, write_part_folder
 
+from tasks.image_io import load_image
 from tasks.ingest.images import discover_images, read_elpv, subsample
-from tasks.quality.images import apply_checks, check_image, load_image
+from tasks.quality.images import apply_checks, check_image
 
 
 def test_elpv_is_found_with_its_labels_and_module_types() -> None:

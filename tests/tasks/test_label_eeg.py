@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.label.eeg import (
+from tasks.eeg_windows import (
     EXCLUDED,
     FOLD_TRAIN_ONLY,
     FOLD_UNUSED,
@@ -19,8 +19,10 @@ from tasks.label.eeg import (
     PREICTAL,
     WINDOW_COLUMNS,
     WindowDataset,
-    detection_splits,
     fold_masks,
+)
+from tasks.label.eeg import (
+    detection_splits,
     label_prediction,
     leading_seizures,
     make_windows,

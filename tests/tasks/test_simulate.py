@@ -11,7 +11,7 @@ import pytest
 from scipy import signal
 
 from tasks.ingest.chbmit import parse_chbmit_summary
-from tasks.simulate import (
+from tasks.ingest.simulate import (
     CHANNELS,
     PREICTAL_BANDS,
     RecordingPlan,

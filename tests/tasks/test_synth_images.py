@@ -13,7 +13,8 @@ import torch
 import tasks.synth.images as synth
 from models.gan import GanResult
 from tasks.config import SynthConfig
-from tasks.quality.images import load_image
+from tasks.image_io import load_image
+from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
 from tasks.train.images import compose_table
 
 
@@ -49,7 +50,7 @@ def _table(tmp_path: Path, n_per_split: dict[str, int]) -> pd.DataFrame:
 def test_gan_training_rows_are_real_train_rows_only(tmp_path: Path) -> None:
     table = _table(tmp_path, {"train": 6, "val": 4, "test": 4})
     table.loc[0, "synthetic"] = True  # an earlier synthetic row must not train a GAN either
-    rows = synth.gan_training_rows(table)
+    rows = gan_training_rows(table)
     assert set(rows["sample_id"]) == {f"s{i}" for i in range(1, 6)}
 
 
@@ -86,7 +87,7 @@ def test_synthesize_writes_readable_pngs_and_a_manifest(tmp_path: Path) -> None:
     out.mkdir()
     summary = synth.synthesize_images(table, ["good", "crack"], cfg, 0, out, tmp_path / "ckpt")
     assert summary["generated_by_class"] == {"good": 9, "crack": 9}  # 1.5 x 6 real train images per class
-    manifest = synth.read_manifest(out)
+    manifest = read_manifest(out)
     assert len(manifest) == 18 and manifest["synthetic"].all() and (manifest["split"] == "train").all()
     for path in manifest["path"]:
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -120,9 +121,9 @@ def test_synthetic_rows_minority_and_compose_table(tmp_path: Path) -> None:
         }
     )
     real = np.array([0, 0, 0, 1])
-    minority = synth.synthetic_rows(manifest, real, "minority", 0.5)
+    minority = synthetic_rows(manifest, real, "minority", 0.5)
     assert list(minority["sample_id"]) == ["b", "c"] and (minority["weight"] == 0.5).all()
-    assert len(synth.synthetic_rows(manifest, real, "all", 1.0)) == 3
+    assert len(synthetic_rows(manifest, real, "all", 1.0)) == 3
 
     (tmp_path / "img").mkdir()
     table = _table(tmp_path / "img", {"train": 4, "val": 2, "test": 2})

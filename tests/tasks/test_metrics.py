@@ -11,7 +11,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from tasks.evaluate.metrics import (
+from tasks.metrics import (
     binary_metrics,
     choose_threshold,
     classification_metrics,
