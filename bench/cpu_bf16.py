@@ -3,7 +3,7 @@
     python -m bench.cpu_bf16 [--model resnet_fast --size 128 --batch 32 --steps 15 --repeats 2]
 
 Median of the steps after 3 warm-up steps; the two settings alternate so a drifting machine affects both.
-On a CPU without native bf16 (see ``models.training.cpu_bf16_native``) the flow keeps float32 and so should you.
+On a CPU without native bf16 (see ``models.runtime.cpu_bf16_native``) the flow keeps float32 and so should you.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import models  # noqa: E402,F401
 from models.registry import create_model  # noqa: E402
-from models.training import cpu_bf16_native  # noqa: E402
+from models.runtime import cpu_bf16_native  # noqa: E402
 
 
 def step_ms(model_name: str, size: int, batch: int, steps: int, bf16: bool) -> float:

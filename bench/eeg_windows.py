@@ -2,8 +2,9 @@
 
 For each length in ``--hours`` this writes an 18-channel 256-Hz EDF of **plain noise** (Gaussian noise plus a
 10-Hz rhythm, a DC offset and 60-Hz mains pickup, streamed to disk record by record, so the writer itself stays
-small; the simulator would hold the whole recording in memory), runs :func:`tasks.ingest.eeg.preprocess_recording`
-on it (the time per hour of EEG is reported), then draws random 4-s windows in batches of 256 three ways:
+small; the simulator would hold the whole recording in memory), runs
+:func:`tasks.ingest.preprocess.preprocess_recording` on it (the time per hour of EEG is reported), then draws
+random 4-s windows in batches of 256 three ways:
 
 * ``windows_per_s``: ``np.load(..., mmap_mode="r")``, a plain ndarray view of it (``np.asarray``), each window
   copied into a preallocated (B, C, W) batch: the recommended reader;
@@ -101,7 +102,7 @@ def _peak_mib() -> float:
 
 
 def _preprocess_job(edf: str, npy: str, queue: mp.Queue) -> None:
-    from tasks.ingest.eeg import preprocess_recording
+    from tasks.ingest.preprocess import preprocess_recording
 
     baseline = _peak_mib()
     t0 = time.perf_counter()

@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the models)
 from models.registry import create_model  # noqa: E402
-from models.training import FitConfig, fit, select_device  # noqa: E402
+from models.runtime import select_device  # noqa: E402
+from models.training import FitConfig, fit  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

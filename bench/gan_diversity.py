@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.gan import GanConfig, fit_gan, sample_gan
+from models.gan_training import GanConfig, fit_gan, sample_gan
 from models.registry import create_model
 from tasks.synth.images import gan_inputs
 from tasks.synthetic_samples import gan_training_rows

@@ -38,15 +38,14 @@ import torch  # noqa: E402
 import models  # noqa: E402,F401  (registers the models)
 from bench.fit_loop import fit_rates, plain_loop  # noqa: E402
 from models.registry import create_model  # noqa: E402
+from models.runtime import CHECKPOINT_NAME, select_device  # noqa: E402
 from models.training import (  # noqa: E402
-    CHECKPOINT_NAME,
     FitConfig,
     FitResult,
     TensorBatches,
     count_parameters,
     fit,
     predict_proba,
-    select_device,
 )
 
 SPLITS = ("train", "val", "test")

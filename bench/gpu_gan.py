@@ -32,9 +32,10 @@ import torch.nn.functional as F  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the models)
 from bench.gpu_elpv import GpuAugment, best_threshold, binary_metrics, load_npz, proba, synthetic  # noqa: E402
-from models.gan import GanConfig, fit_gan, sample_gan  # noqa: E402
+from models.gan_training import GanConfig, fit_gan, sample_gan  # noqa: E402
 from models.registry import create_model  # noqa: E402
-from models.training import FitConfig, TensorBatches, fit, select_device  # noqa: E402
+from models.runtime import select_device  # noqa: E402
+from models.training import FitConfig, TensorBatches, fit  # noqa: E402
 
 
 def to_gan_range(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[float, float]]:

@@ -1,4 +1,4 @@
-"""The ``vigil`` command (ARCHITECTURE.md, "Command line"): run flows and list runs.
+"""The ``vigil`` command (docs/architecture.md, "Command line"): run flows, list runs, serve, gc.
 
 ``vigil run`` prints the absolute run directory as the last line of standard output; everything else (Prefect's
 logs, progress bars) goes to standard error, so scripts can do ``dir=$(vigil run defect | tail -1)``.
@@ -7,56 +7,15 @@ logs, progress bars) goes to standard error, so scripts can do ``dir=$(vigil run
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from flows.housekeeping import cmd_gc, cmd_runs
+from flows.commands.gc import cmd_gc
+from flows.commands.runs import cmd_runs
+from flows.config import gpu_available
+from flows.prefect_api import prefect_api
 
 FLOWS = ("defect", "eeg")
-
-
-def _gpu_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
-@contextmanager
-def prefect_api(data_root: Path) -> Iterator[str]:
-    """Use the configured Prefect API if there is one, else a temporary server whose database is under the data root.
-
-    Keeping the database under ``$VIGIL_DATA/prefect`` means ``vigil run`` and ``vigil runs`` share one history.
-    Analytics off: with local SQLite they caused "database is locked" errors here (PREFECT_NOTES.md).
-    """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    configured = PREFECT_API_URL.value()
-    if configured:
-        yield str(configured)
-        return
-    from flows.server import running_server
-
-    found = running_server(data_root)
-    if found is not None:
-        with temporary_settings({PREFECT_API_URL: found["api_url"]}):
-            yield found["api_url"]
-        return
-    db_dir = data_root / "prefect"
-    db_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{db_dir / 'prefect.db'}")
-    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(db_dir / "storage"))
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.5")
-    # Prefect gives its temporary server 20 s; on 2 busy cores it can need more, and a timeout loses the run.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    with temporary_settings():
-        yield "temporary local server"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -72,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             profile=args.profile,
             config_file=args.config,
             sets=sets,
-            default_profile="full" if _gpu_available() else "quick",
+            default_profile="full" if gpu_available() else "quick",
         )
     except ValueError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
@@ -84,8 +43,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.lifecycle import expand_refresh
 
     if args.flow == "defect":
+        from flows.defect_detection import STAGES
         from flows.defect_detection import defect_detection as flow_fn
-        from tasks.report.images import STAGES
     else:
         from flows.seizure_prediction import STAGES
         from flows.seizure_prediction import seizure_prediction as flow_fn
@@ -128,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="recent runs with their headline metrics, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(func=cmd_runs)
-    from flows.deployments import add_parser as add_serve_parser
-    from flows.server import add_parser as add_server_parser
+    from flows.commands.serve import add_parser as add_serve_parser
+    from flows.commands.server import add_parser as add_server_parser
 
     add_server_parser(sub)
     add_serve_parser(sub)

@@ -240,3 +240,17 @@ def resolve_config(
 
 def config_to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def gpu_available() -> bool:
+    """Whether CUDA is usable: without ``--profile``, the CLI and ``vigil serve`` pick ``full`` with a GPU, else
+    ``quick``.
+
+    torch is imported only here, so building the CLI's parser and the config stays fast.
+    """
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False

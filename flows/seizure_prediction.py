@@ -1,32 +1,34 @@
 """Flow ``seizure-prediction``: ingest -> label -> augment -> synth -> train (detection, prediction) -> evaluate ->
 report.
 
-Wiring only, like ``defect-detection``: stages hand each other paths and small records. Detection and prediction
-are the flow's two tasks (``task=detection|prediction|both``); prediction is skipped with a stated reason when the
-data cannot support it (no leading seizure with SOP + SPH of recording before it), and detection still runs.
+Wiring only, like ``defect-detection``. Detection and prediction are the flow's two tasks
+(``task=detection|prediction|both``); prediction is skipped with a stated reason when the data cannot support it
+(no leading seizure with SOP + SPH of recording before it), and detection still runs. The EEG GAN serves detection
+only (tasks/synth/eeg.py says why prediction trains on real windows only).
 """
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 from prefect import flow
 from prefect.states import State
 
 from flows.config import SeizureConfig
-from flows.lifecycle import begin_run, end_run
+from flows.lifecycle import flow_run
 from tasks.augment.eeg import augment_eeg_task
-from tasks.cache import StageResult
 from tasks.evaluate.eeg import evaluate_eeg_task
-from tasks.evaluate.synthetic_eeg import evaluate_synthetic_eeg_task
 from tasks.ingest.eeg import ingest_eeg_task
 from tasks.label.eeg import label_eeg_task
 from tasks.report.eeg import report_eeg_task
 from tasks.synth.eeg import synth_eeg_task
+from tasks.synth.usefulness_eeg import synth_usefulness_eeg_task
 from tasks.train.eeg import train_detection_task, train_prediction_task
 
 FLOW_NAME = "seizure-prediction"
-STAGES = ("ingest", "label", "augment", "synth", "train", "evaluate")
+#: The cached stages in order: ``--refresh STAGE`` recomputes that stage and every one after it (the synthetic-data
+#: usefulness experiment trains arms, so it follows train and evaluate).
+STAGES = ("ingest", "label", "augment", "synth", "train", "evaluate", "synth-usefulness")
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)
@@ -36,59 +38,50 @@ def seizure_prediction(
     resume: bool = False,
 ) -> State:
     """Detect and predict seizures in EEG recordings; returns the run directory in the state."""
-    start = time.perf_counter()
-    run = begin_run(FLOW_NAME, config, refresh, STAGES, resume)
-    ctx = run.ctx
-    stages: dict[str, StageResult] = {}
-    error: str | None = None
-    try:
-        stages["ingest"] = ingest_eeg_task(config.ingest, ctx, config.runner)
-        if not (error := stages["ingest"].error):
-            stages["label"] = label_eeg_task(config.label, stages["ingest"], ctx)
-            error = stages["label"].error
-        if not error:
-            stages["augment"] = augment_eeg_task(config.augment, stages["label"], stages["ingest"], ctx)
-            detection = prediction = None
-            # the EEG GAN serves detection (see tasks/synth/eeg.py for why prediction trains on real windows only)
-            if config.synth.enabled and config.task in ("detection", "both"):
-                stages["synth"] = synth_eeg_task(config.synth, config.train, stages["label"], stages["ingest"], ctx)
-                error = stages["synth"].error
-        if not error and "augment" in stages:
-            if config.task in ("detection", "both"):
-                detection = stages["train-detection"] = train_detection_task(
-                    config.train,
-                    stages["label"],
-                    stages["ingest"],
-                    config.augment,
-                    ctx,
-                    stages.get("synth"),
-                    config.synth,
-                )
-            if config.task in ("prediction", "both") and stages["label"].summary["prediction"]["feasible"]:
-                prediction = stages["train-prediction"] = train_prediction_task(
-                    config.train, stages["label"], stages["ingest"], config.augment, ctx
-                )
-            stages["evaluate"] = evaluate_eeg_task(
-                config.evaluate, config.label, stages["ingest"], stages["label"], detection, prediction, ctx
+    detect, predict = config.task in ("detection", "both"), config.task in ("prediction", "both")
+    report = partial(report_eeg_task, cfg=config.report, profile=config.profile, seed=config.seed, task=config.task)
+    with flow_run(FLOW_NAME, config, refresh, STAGES, resume, report) as run:
+        ingest = run.stage("ingest", ingest_eeg_task, cfg=config.ingest, runner=config.runner)
+        label = run.stage("label", label_eeg_task, cfg=config.label, ingest=ingest)
+        augment = run.stage("augment", augment_eeg_task, cfg=config.augment, label=label, ingest=ingest)
+        synth = detection = prediction = None
+        if config.synth.enabled and detect:
+            synth = run.stage(
+                "synth", synth_eeg_task, cfg=config.synth, label=label, ingest=ingest, normalize=config.train.normalize
             )
-            error = stages["evaluate"].error
-        if not error and "synth" in stages:
-            stages["evaluate-synthetic"] = evaluate_synthetic_eeg_task(
-                config.synth,
-                config.train,
-                config.augment,
-                config.label,
-                config.evaluate,
-                stages["label"],
-                stages["ingest"],
-                stages["synth"],
-                ctx,
+        if detect:
+            detection = run.stage(
+                "train-detection",
+                train_detection_task,
+                cfg=config.train,
+                label=label,
+                ingest=ingest,
+                augment=augment,
+                synth=synth,
             )
-            error = stages["evaluate-synthetic"].error
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
-        end_run(run, error)
-        raise
-    metrics = report_eeg_task(config, ctx, stages, time.perf_counter() - start, error)
-    return end_run(run, error or metrics.get("error"))
+        if predict and label.summary["prediction"]["feasible"]:
+            prediction = run.stage(
+                "train-prediction", train_prediction_task, cfg=config.train, label=label, ingest=ingest, augment=augment
+            )
+        evaluate = run.stage(
+            "evaluate",
+            evaluate_eeg_task,
+            cfg=config.evaluate,
+            ingest=ingest,
+            label=label,
+            train_detection=detection,
+            train_prediction=prediction,
+        )
+        if synth is not None:
+            run.stage(
+                "synth-usefulness",
+                synth_usefulness_eeg_task,
+                cfg=config.synth,
+                label=label,
+                ingest=ingest,
+                augment=augment,
+                synth=synth,
+                train=detection,
+                evaluate=evaluate,
+            )
+    return run.state

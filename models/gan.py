@@ -1,6 +1,6 @@
-"""Class-conditional GANs that synthesise training data: images (DCGAN-style) and multi-channel EEG windows.
+"""Class-conditional GAN networks that synthesise training data: images (DCGAN-style) and multi-channel EEG windows.
 
-Two families, one container and one training loop:
+Two families in one container:
 
 - **Images**: a DCGAN generator (Radford et al., 2016) that takes the noise plus a class embedding and whose
   BatchNorms are class-conditional (conditional batch norm, as in Miyato & Koyama, 2018), and a DCGAN
@@ -13,15 +13,14 @@ Two families, one container and one training loop:
   upsamples a short seed sequence by powers of two to the first length ``>= n_times`` and centre-crops.
 
 Data range (both families): the generator ends in ``tanh``, so it can only produce values in ``[-1, 1]`` and
-:func:`fit_gan` rejects real data outside that range. Scale images with ``x / 127.5 - 1``; standardise EEG per
-channel (z-scores), divide by about 4 and clip to ``[-1, 1]`` (a z-score of 4 maps to 1; only rare artefacts are
-clipped).
+:func:`models.gan_training.fit_gan` rejects real data outside that range. Scale images with ``x / 127.5 - 1``;
+standardise EEG per channel (z-scores), divide by about 4 and clip to ``[-1, 1]`` (a z-score of 4 maps to 1; only
+rare artefacts are clipped).
 
 :class:`ConditionalGAN` holds the generator, the discriminator (the "critic" for WGAN-GP) and an exponential moving
 average (EMA) of the generator's weights (Yazici et al., 2019, "The Unusual Effectiveness of Averaging in GAN
-Training"), which :func:`sample_gan` uses by default. :func:`fit_gan` trains it with class-balanced batches so that
-a rare class gets as many generator updates as a common one, and checkpoints/resumes exactly like
-:func:`models.training.fit`.
+Training"). Training and sampling live in :mod:`models.gan_training`; the ``gan_*`` factories here are registered
+with :mod:`models.registry`.
 
 Shapes in comments: B = batch, C = channels, H/W = height/width in pixels, T = time steps, Z = noise dimension.
 """
@@ -29,33 +28,15 @@ Shapes in comments: B = batch, C = channels, H/W = height/width in pixels, T = t
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from models.registry import register_model
-from models.training import (
-    CHECKPOINT_NAME,
-    _autocast,
-    _cpu_state,
-    _model_device,
-    _rng_state,
-    _set_rng_state,
-    load_checkpoint,
-    save_atomic,
-    select_device,
-)
 
 KINDS = ("image", "eeg")
 LOSSES = ("hinge", "wgan-gp")
@@ -63,10 +44,6 @@ IMAGE_SIZES = (16, 32, 64, 128)
 """Square image sizes in pixels the image GAN supports (it grows from 4 x 4 by factors of 2)."""
 MIN_EEG_SAMPLES = 16
 """Shortest EEG window in samples the EEG GAN supports."""
-DEFAULT_N_CRITIC = {"hinge": 1, "wgan-gp": 5}
-"""Discriminator steps per generator step when :attr:`GanConfig.n_critic` is ``None`` (SAGAN's 1 for hinge with
-spectral norm, Gulrajani et al.'s 5 for WGAN-GP)."""
-_CHECKPOINT_VERSION = 1
 _MAX_CHANNEL_MULT = 8  # image channels stop doubling at 8 x width, as in DCGAN's 64 -> 512
 _EEG_CHANNEL_MULT = 4  # EEG sequences are long at every level, so wide layers cost more there
 
@@ -314,7 +291,8 @@ class ConditionalGAN(nn.Module):
 
     Attributes:
         generator_ema: Exponential moving average of ``generator``'s weights (its BatchNorm statistics are copied),
-            updated by :func:`fit_gan` and used by :func:`sample_gan`; it has no trainable parameters.
+            updated by :func:`models.gan_training.fit_gan` and used by :func:`models.gan_training.sample_gan`; it has
+            no trainable parameters.
     """
 
     def __init__(
@@ -446,7 +424,8 @@ def gan_eeg(
 
     The default ``width=8`` (18 x 1024 windows: a 32-channel seed of 32 steps down to 8 channels at 512 steps;
     0.18 M parameters) makes about 1.7 steps/s with batch 64 and 5 critic steps on a quiet 2-core VM, where each
-    critic step's gradient penalty is the costliest part; on a CPU consider ``GanConfig(n_critic=2)`` (3.6 steps/s).
+    critic step's gradient penalty is the costliest part; on a CPU consider
+    ``models.gan_training.GanConfig(n_critic=2)`` (3.6 steps/s).
     ``d_width`` sets the critic's first-layer channels (default ``width``).
     """
     return _eeg_gan(n_chans, n_times, num_classes, z_dim, width, loss, d_width)
@@ -464,450 +443,3 @@ def gan_eeg_tiny(
 ) -> ConditionalGAN:
     """A ~17 k-parameter EEG GAN (at 4 x 256) for tests and smoke runs."""
     return _eeg_gan(n_chans, n_times, num_classes, z_dim, width, loss, d_width)
-
-
-# --------------------------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class GanConfig:
-    """Hyper-parameters of :func:`fit_gan`; everything except ``device`` is part of the checkpoint fingerprint.
-
-    Attributes:
-        steps: Generator updates.
-        batch_size: Real (and fake) samples per discriminator batch and fake samples per generator batch.
-        lr_g: Adam learning rate of the generator.
-        lr_d: Adam learning rate of the discriminator; twice ``lr_g`` by default (the two time-scale update rule,
-            Heusel et al., 2017), which lets one discriminator step per generator step suffice with the hinge loss.
-        betas: Adam's betas; ``(0.0, 0.9)`` (no momentum) is the usual choice for GANs since WGAN-GP and SAGAN.
-        n_critic: Discriminator steps per generator step; ``None`` picks :data:`DEFAULT_N_CRITIC` for the GAN's
-            loss (1 for hinge, 5 for WGAN-GP).
-        gp_weight: Gradient-penalty weight lambda (WGAN-GP only; 10 in Gulrajani et al.).
-        ema_decay: Decay of the generator EMA; ``None`` keeps ``generator_ema`` equal to ``generator``. Early on
-            the decay is ``min(ema_decay, (1 + step) / (10 + step))`` so the average forgets the random init.
-        device: ``"cuda"``, ``"cpu"``, ...; ``None`` picks CUDA when available.
-        amp: bf16 autocast on CUDA; ignored on other devices. The gradient penalty is always computed in float32.
-        amp_cpu: bf16 autocast on a CPU with native bf16 (see :func:`models.training.cpu_bf16_native`): measured
-            1.34x more image-GAN steps per second on a 2-core AMX VM; ignored elsewhere.
-        seed: Seeds the batch sampler, the noise and torch's global RNG at a fresh start; the same seed on CPU
-            gives identical results.
-        checkpoint_every: Generator steps between checkpoints (one is always written at the end).
-        log_every: Generator steps per history row (a row is also written at the last step).
-    """
-
-    steps: int = 1500
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 4e-4
-    betas: tuple[float, float] = (0.0, 0.9)
-    n_critic: int | None = None
-    gp_weight: float = 10.0
-    ema_decay: float | None = 0.999
-    device: str | None = None
-    amp: bool = True
-    amp_cpu: bool = False
-    seed: int = 0
-    checkpoint_every: int = 250
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps={self.steps}; train for at least 1 generator step")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size={self.batch_size}; the generator's BatchNorm needs at least 2, e.g. 64")
-        for name in ("lr_g", "lr_d"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value}; use a positive learning rate, e.g. 2e-4")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas={self.betas}; use two values in [0, 1), e.g. (0.0, 0.9)")
-        if self.n_critic is not None and self.n_critic < 1:
-            raise ValueError(f"n_critic={self.n_critic}; use >= 1, or None for the loss's default")
-        if not (math.isfinite(self.gp_weight) and self.gp_weight >= 0):
-            raise ValueError(f"gp_weight={self.gp_weight}; use a non-negative penalty weight, e.g. 10")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay={self.ema_decay} must be in [0, 1), e.g. 0.999, or None to disable the EMA")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every={self.checkpoint_every}; use a positive number of steps")
-        if self.log_every < 1:
-            raise ValueError(f"log_every={self.log_every}; use a positive number of steps")
-
-
-@dataclass
-class GanResult:
-    """What :func:`fit_gan` did; the GAN itself holds the final weights.
-
-    Attributes:
-        history: One dict per logged step: ``step`` (1-based generator step), ``d_loss`` and ``g_loss`` (means
-            over the steps since the previous row), ``gp`` (mean gradient penalty, WGAN-GP only, included in
-            ``d_loss``) and ``seconds`` (wall time since the previous row).
-        steps_run: Generator steps completed, including those before a resume.
-        resumed_from_step: Step of the checkpoint this call resumed from; ``None`` for a fresh start.
-        device: The device trained on, e.g. ``"cpu"`` or ``"cuda:0"``.
-        seconds: Wall time of this call.
-    """
-
-    history: list[dict]
-    steps_run: int
-    resumed_from_step: int | None
-    device: str
-    seconds: float
-
-
-class ClassBalancedSampler:
-    """Draws labels and sample indices so that every class present in ``y`` is equally likely.
-
-    Each draw first picks a class uniformly among the classes present, then an item of that class uniformly, so a
-    class with 5 % of the data still fills about half of a two-class batch and the GAN learns it. All randomness
-    comes from the ``torch.Generator`` passed in, on the CPU.
-
-    Args:
-        y: Integer labels ``(N,)``.
-    """
-
-    def __init__(self, y: torch.Tensor) -> None:
-        y = y.detach().to("cpu", torch.long)
-        if y.ndim != 1 or len(y) == 0:
-            raise ValueError(f"ClassBalancedSampler needs a non-empty 1-D label tensor, got shape {tuple(y.shape)}")
-        self.classes, self.counts = torch.unique(y, sorted=True, return_counts=True)  # (K,), (K,)
-        self.order = torch.argsort(y, stable=True)  # items grouped by class, in class order
-        self.offsets = torch.cumsum(self.counts, 0) - self.counts  # (K,) where each class starts in `order`
-
-    def labels(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` labels drawn uniformly from the classes present: ``(n,)`` long."""
-        return self.classes[torch.randint(len(self.classes), (n,), generator=generator)]
-
-    def indices(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` item indices into ``y`` and their labels, each ``(n,)`` long."""
-        k = torch.randint(len(self.classes), (n,), generator=generator)  # (n,) class slots
-        counts = self.counts[k]
-        within = (torch.rand(n, generator=generator, dtype=torch.float64) * counts).long().clamp_max(counts - 1)
-        return self.order[self.offsets[k] + within], self.classes[k]
-
-
-def _check_data(gan: ConditionalGAN, x: torch.Tensor, y: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError(f"x must be a float tensor in [-1, 1], got {type(x).__name__} {getattr(x, 'dtype', '')}")
-    if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool or y.ndim != 1:
-        raise ValueError(f"y must be a 1-D integer (long) label tensor, got {getattr(y, 'dtype', type(y).__name__)}")
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels; pass one label per sample")
-    if len(x) == 0:
-        raise ValueError("fit_gan got no samples; check the class filter and the training split")
-    if tuple(x.shape[1:]) != gan.sample_shape:
-        raise ValueError(
-            f"x has samples of shape {tuple(x.shape[1:])} but the GAN makes {gan.sample_shape}; build the GAN for "
-            "this data (in_chans/img_size or n_chans/n_times) or resize the data"
-        )
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= gan.num_classes:
-        raise ValueError(f"labels span [{lo}, {hi}] but the GAN has num_classes={gan.num_classes}; use 0..C-1")
-    lo_x, hi_x = (float(v) for v in torch.aminmax(x))  # one pass, no full-size temporary; NaN propagates
-    if not (math.isfinite(lo_x) and math.isfinite(hi_x)):
-        raise ValueError("x contains NaN or infinite values; fix or drop those samples first")
-    peak = max(-lo_x, hi_x)
-    if peak > 1.0 + 1e-3:
-        raise ValueError(
-            f"x reaches |{peak:.3g}| but the generator's tanh output is limited to [-1, 1]; scale the data first "
-            "(images: x / 127.5 - 1; EEG: per-channel z-scores / 4, clipped to [-1, 1])"
-        )
-
-
-def _fingerprint(config: GanConfig, gan: ConditionalGAN, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed; stored readable (json types) so a mismatch can name it."""
-    fields = asdict(config)
-    fields.pop("device")  # resuming a CPU run on a GPU (or vice versa) is legitimate
-    shapes = [(k, list(v.shape)) for k, v in gan.state_dict().items()]
-    arch = [type(gan.generator).__name__, type(gan.discriminator).__name__, gan.kind, gan.loss, shapes]
-    fingerprint = {
-        "config": fields,
-        "data_shape": list(x.shape),
-        "class_counts": torch.bincount(y.detach().cpu().long(), minlength=gan.num_classes).tolist(),
-        "model": hashlib.sha256(json.dumps(arch).encode()).hexdigest()[:16],
-    }
-    return json.loads(json.dumps(fingerprint))  # tuples -> lists, as a checkpoint round trip would
-
-
-@torch.no_grad()
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
-        e.copy_(b)  # BatchNorm statistics of the live generator, the usual practice for EMA generators
-
-
-def _gradient_penalty(
-    critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
-) -> torch.Tensor:
-    """``E[(||grad_x D(x_hat, y)|| - 1)^2]`` at ``x_hat = eps * real + (1 - eps) * fake`` (Gulrajani et al., 2017).
-
-    Always in float32: the penalty differentiates a gradient, and bf16's 8-bit mantissa makes that second-order
-    term noisy enough to destabilise the critic.
-    """
-    x_hat = (eps * real.float() + (1.0 - eps) * fake.float()).requires_grad_(True)  # (B, *sample_shape)
-    with torch.autocast(real.device.type, enabled=False):
-        out = critic(x_hat, y).float()  # (B,)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
-
-
-def _d_loss(
-    gan: ConditionalGAN,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    y: torch.Tensor,
-    eps: torch.Tensor | None,
-    gp_weight: float,
-    amp: bool,
-    amp_cpu: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Discriminator loss on a real and a fake batch of the same labels, plus the gradient penalty (WGAN-GP)."""
-    with _autocast(real.device, amp, amp_cpu):
-        # one forward for both halves: one spectral-norm power iteration per step, as in the reference code
-        scores = gan.discriminator(torch.cat([real, fake]), torch.cat([y, y])).float()  # (2B,)
-    d_real, d_fake = scores.chunk(2)
-    if gan.loss == "hinge":
-        return F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean(), None
-    loss = d_fake.mean() - d_real.mean()  # minus the critic's Wasserstein estimate
-    if eps is None:
-        return loss, torch.zeros((), device=real.device)
-    gp = _gradient_penalty(gan.discriminator, real, fake, y, eps)
-    return loss + gp_weight * gp, gp
-
-
-def _check_finite(values: dict[str, float], step: int, config: GanConfig) -> None:
-    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-    if bad:
-        raise FloatingPointError(
-            f"GAN training diverged by step {step}: {', '.join(f'{k}={v}' for k, v in bad.items())}; lower "
-            f"GanConfig.lr_d/lr_g (now {config.lr_d:g}/{config.lr_g:g}) or check the data for outliers"
-        )
-
-
-def fit_gan(
-    gan: ConditionalGAN,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    config: GanConfig,
-    *,
-    checkpoint_dir: str | Path | None = None,
-    on_step_end: Callable[[int, int, dict[str, float]], None] | None = None,
-) -> GanResult:
-    """Train a :class:`ConditionalGAN` with Adam on class-balanced batches.
-
-    Each generator step is preceded by ``n_critic`` discriminator steps. A discriminator step draws a real batch
-    with :class:`ClassBalancedSampler` and fakes for the same labels; the generator step draws fresh class-balanced
-    labels. Every random draw (batches, labels, noise, WGAN-GP interpolation weights) comes from one CPU
-    ``torch.Generator`` seeded with ``config.seed``, so a run does not depend on the device's RNG. After each
-    generator step ``generator_ema`` moves towards ``generator``.
-
-    With ``checkpoint_dir``, ``last.pt`` there is rewritten atomically every ``config.checkpoint_every`` steps and
-    at the end with everything needed to continue exactly (GAN incl. EMA, optimizers, history, RNG states). If it
-    exists when ``fit_gan`` starts, training resumes at the next step; a finished checkpoint returns its result
-    without training. On CPU a resumed run reproduces the uninterrupted one bit for bit.
-
-    Losses are read from the device (which makes CUDA wait) only for history rows, checkpoints and
-    ``on_step_end``; a NaN or infinite loss is therefore caught by the next of those, and never checkpointed.
-
-    Args:
-        gan: The GAN; moved to the training device and left in training mode.
-        x: Real samples ``(N, *gan.sample_shape)``, float in [-1, 1] (see the module docstring for scaling). Pass
-            it on the training device to save a host-to-device copy per batch.
-        y: Labels ``(N,)`` in ``[0, gan.num_classes)``; only classes present are generated during training.
-        config: Hyper-parameters; see :class:`GanConfig`.
-        checkpoint_dir: Folder for ``last.pt``; created if missing. ``None`` disables checkpoints.
-        on_step_end: Called as ``on_step_end(step, n_steps, losses)`` after each generator step (``step`` counts
-            from 1) and after that step's checkpoint, so raising from it loses no checkpointed work; ``losses`` has
-            ``d_loss``, ``g_loss`` and, for WGAN-GP, ``gp`` of that step.
-
-    Returns:
-        The :class:`GanResult`.
-
-    Raises:
-        ValueError: If the data do not fit the GAN (shape, labels, range, lengths) or ``last.pt`` was written by
-            another setup (config, data shape, class counts or architecture; start a fresh run).
-        FloatingPointError: If a loss becomes NaN or infinite.
-    """
-    t_start = time.perf_counter()
-    _check_data(gan, x, y)
-    device = select_device(config.device)
-    amp = config.amp and device.type == "cuda"
-    amp_cpu = config.amp_cpu
-    n_critic = config.n_critic or DEFAULT_N_CRITIC[gan.loss]
-    wgan = gan.loss == "wgan-gp"
-    use_gp = wgan and config.gp_weight > 0
-    batch = config.batch_size
-    gan.to(device).train()
-    gan.generator.requires_grad_(True)
-    gan.discriminator.requires_grad_(True)  # in case an interrupted call left it frozen mid generator step
-    sampler = ClassBalancedSampler(y)
-
-    fused = device.type == "cuda"  # one kernel launch for the whole update instead of one per tensor
-    opt_g = torch.optim.Adam(gan.generator.parameters(), lr=config.lr_g, betas=config.betas, fused=fused)
-    opt_d = torch.optim.Adam(gan.discriminator.parameters(), lr=config.lr_d, betas=config.betas, fused=fused)
-
-    fingerprint = _fingerprint(config, gan, x, y)
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-
-    rng = torch.Generator()  # CPU: the same draws whatever the training device
-    history: list[dict] = []
-    window = {"d_loss": 0.0, "g_loss": 0.0, "gp": 0.0, "n": 0}  # sums since the last history row
-    start_step, resumed_from, finished = 1, None, False
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, fingerprint, _CHECKPOINT_VERSION, setup="GAN training")
-        gan.load_state_dict(ckpt["model"])
-        opt_g.load_state_dict(ckpt["opt_g"])
-        opt_d.load_state_dict(ckpt["opt_d"])
-        history, window = ckpt["history"], ckpt["window"]
-        rng.set_state(ckpt["sampler_rng"])
-        _set_rng_state(ckpt["rng"])
-        resumed_from, finished = ckpt["step"], ckpt["finished"]
-        start_step = resumed_from + 1
-    else:
-        torch.manual_seed(config.seed)
-        rng.manual_seed(config.seed)
-
-    # running sums stay on the device so CUDA never waits for them between reads
-    sums = {k: torch.tensor(window[k], dtype=torch.float32, device=device) for k in ("d_loss", "g_loss", "gp")}
-    n_window = int(window["n"])
-    eps_shape = (batch,) + (1,) * len(gan.sample_shape)
-    t_row = time.perf_counter()
-    step = resumed_from or 0
-    for step in range(start_step, config.steps + 1):  # empty for a finished checkpoint
-        d_step = torch.zeros((), device=device)
-        gp_step = torch.zeros((), device=device)
-        for _ in range(n_critic):
-            idx, labels = sampler.indices(batch, rng)
-            z = torch.randn(batch, gan.z_dim, generator=rng)
-            eps = torch.rand(eps_shape, generator=rng).to(device) if use_gp else None
-            real = x[idx.to(x.device)].to(device, non_blocking=True)  # (B, *sample_shape)
-            yb = labels.to(device, non_blocking=True)
-            with torch.no_grad(), _autocast(device, amp, amp_cpu):
-                fake = gan.generator(z.to(device), yb)
-            d_loss, gp = _d_loss(gan, real, fake, yb, eps, config.gp_weight, amp, amp_cpu)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            d_step += d_loss.detach()
-            if gp is not None:
-                gp_step += gp.detach()
-
-        labels = sampler.labels(batch, rng).to(device, non_blocking=True)
-        z = torch.randn(batch, gan.z_dim, generator=rng).to(device)
-        gan.discriminator.requires_grad_(False)  # the generator step needs gradients w.r.t. inputs only
-        with _autocast(device, amp, amp_cpu):
-            g_loss = -gan.discriminator(gan.generator(z, labels), labels).float().mean()
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        gan.discriminator.requires_grad_(True)
-        decay = 0.0 if config.ema_decay is None else min(config.ema_decay, (1.0 + step) / (10.0 + step))
-        _update_ema(gan.generator_ema, gan.generator, decay)
-
-        step_losses = {"d_loss": d_step / n_critic, "g_loss": g_loss.detach(), "gp": gp_step / n_critic}
-        for k, v in step_losses.items():
-            sums[k] += v
-        n_window += 1
-
-        if step % config.log_every == 0 or step == config.steps:
-            now = time.perf_counter()
-            row: dict[str, Any] = {"step": step, **{k: float(v) / n_window for k, v in sums.items()}}
-            _check_finite({k: v for k, v in row.items() if k != "step"}, step, config)
-            if not wgan:
-                row.pop("gp")
-            row["seconds"] = now - t_row
-            history.append(row)
-            for v in sums.values():
-                v.zero_()
-            n_window, t_row = 0, now
-
-        finished = step == config.steps
-        if ckpt_path is not None and (step % config.checkpoint_every == 0 or finished):
-            window = {k: float(v) for k, v in sums.items()} | {"n": n_window}
-            _check_finite({k: v for k, v in window.items() if k != "n"}, step, config)
-            save_atomic(
-                {
-                    "version": _CHECKPOINT_VERSION,
-                    "fingerprint": fingerprint,
-                    "step": step,
-                    "finished": finished,
-                    "model": _cpu_state(gan),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "history": history,
-                    "window": window,
-                    "sampler_rng": rng.get_state(),
-                    "rng": _rng_state(),
-                },
-                ckpt_path,
-            )
-        if on_step_end is not None:
-            losses = {k: float(v) for k, v in step_losses.items() if wgan or k != "gp"}
-            _check_finite(losses, step, config)
-            on_step_end(step, config.steps, losses)
-
-    return GanResult(
-        history=copy.deepcopy(history),
-        steps_run=step,
-        resumed_from_step=resumed_from,
-        device=str(device),
-        seconds=time.perf_counter() - t_start,
-    )
-
-
-def sample_gan(
-    gan: ConditionalGAN,
-    labels: Sequence[int] | np.ndarray | torch.Tensor,
-    *,
-    seed: int,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-    use_ema: bool = True,
-) -> np.ndarray:
-    """Generate one sample per label, deterministically for a seed.
-
-    The noise for all samples is drawn at once from a CPU generator seeded with ``seed``, and the generator runs in
-    eval mode (BatchNorm uses its running statistics, so each sample depends only on its own noise and label):
-    the same seed gives the same samples whatever ``batch_size``, up to float rounding across devices.
-
-    Args:
-        gan: A trained :class:`ConditionalGAN`; moved to ``device``. Its training/eval mode is restored.
-        labels: Class label per sample ``(n,)``, each in ``[0, gan.num_classes)``.
-        seed: Seeds the noise.
-        batch_size: Samples per forward pass (memory only; results do not depend on it).
-        device: Where to run; ``None`` uses the device the GAN's parameters are on.
-        use_ema: Sample from ``generator_ema`` (smoother, usually better) instead of ``generator``.
-
-    Returns:
-        ``(n, *gan.sample_shape)`` float32 array in [-1, 1].
-
-    Raises:
-        ValueError: If a label is out of range or ``batch_size < 1``.
-    """
-    y = labels.detach().cpu() if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
-    if y.numel() == 0:
-        return np.zeros((0, *gan.sample_shape), dtype=np.float32)
-    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise ValueError(f"labels must be a 1-D sequence of integer class labels, got {y.dtype} of shape {y.shape}")
-    y = y.long()
-    if int(y.min()) < 0 or int(y.max()) >= gan.num_classes:
-        raise ValueError(
-            f"labels span [{int(y.min())}, {int(y.max())}] but the GAN has num_classes={gan.num_classes}; use 0..C-1"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
-    dev = _model_device(gan) if device is None else torch.device(device)
-    gan.to(dev)
-    z = torch.randn(len(y), gan.z_dim, generator=torch.Generator().manual_seed(seed))  # (n, Z)
-    net = gan.generator_ema if use_ema else gan.generator
-    was_training = net.training
-    net.eval()
-    out: list[torch.Tensor] = []
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(y), batch_size):
-                out.append(net(z[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev)).float().cpu())
-    finally:
-        net.train(was_training)
-    return torch.cat(out).numpy()

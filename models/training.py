@@ -1,8 +1,10 @@
-"""The one fit loop: device choice, mixed precision, LR schedules, early stopping, checkpoints and resume.
+"""The one fit loop for classifiers: LR schedules, weighted losses, early stopping, checkpoints and resume.
 
 Every model family (image, EEG, GAN feature extractors) trains through :func:`fit`, so the behaviour users rely on
-(resume after a crash, best-epoch weights, identical results for the same seed on CPU) is written once. The module
-imports only torch, numpy and the standard library so it runs on a bare GPU machine.
+(resume after a crash, best-epoch weights, identical results for the same seed on CPU) is written once. Device
+choice, bf16 autocast, RNG state and checkpoint files come from :mod:`models.runtime`, which the GAN loop
+(:mod:`models.gan_training`) shares. The module imports only torch, numpy and the standard library so it runs on a
+bare GPU machine.
 
 Batches are ``(x, y)`` or ``(x, y, w)`` with ``w`` a float per-sample weight. Progress is reported only through
 the ``on_batch_end`` / ``on_epoch_end`` hooks; the module never prints or logs.
@@ -11,15 +13,10 @@ the ``on_batch_end`` / ``on_epoch_end`` hooks; the module never prints or logs.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import os
-import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +25,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.runtime import (
+    architecture_hash,
+    bf16_autocast,
+    checkpoint_path,
+    cpu_state_dict,
+    load_checkpoint,
+    model_device,
+    rng_state,
+    save_atomic,
+    select_device,
+    set_rng_state,
+    to_device,
+)
+
 SCHEDULES = ("onecycle", "cosine", "constant")
 MONITORS = ("loss", "accuracy", "balanced_accuracy")
-CHECKPOINT_NAME = "last.pt"
 _CHECKPOINT_VERSION = 1
 
 Batch = tuple[torch.Tensor, ...]
@@ -61,9 +71,9 @@ class FitConfig:
         monitor: Validation metric that picks the best epoch: ``"loss"`` (lower is better), ``"accuracy"`` or
             ``"balanced_accuracy"`` (higher is better).
         amp: bf16 autocast on CUDA (no loss scaling needed for bf16); ignored on other devices.
-        amp_cpu: bf16 autocast on a CPU with native bf16 units (AVX512-BF16 / AMX, see :func:`cpu_bf16_native`):
-            measured 1.5x faster convolutions on such a 2-core VM; ignored on CPUs without them (emulated bf16
-            would be slower than float32) and on CUDA (``amp`` decides there).
+        amp_cpu: bf16 autocast on a CPU with native bf16 units (AVX512-BF16 / AMX, see
+            :func:`models.runtime.cpu_bf16_native`): measured 1.5x faster convolutions on such a 2-core VM; ignored on
+            CPUs without them (emulated bf16 would be slower than float32) and on CUDA (``amp`` decides there).
         device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...; ``None`` picks CUDA when available.
         grad_clip: Max global gradient norm; ``None`` disables clipping.
         label_smoothing: Cross-entropy label smoothing (training loss only).
@@ -191,26 +201,6 @@ class TensorBatches:
                 yield tuple(t[idx] for t in self.tensors)
 
 
-def select_device(preference: str | None = None) -> torch.device:
-    """Resolve the training device.
-
-    Args:
-        preference: ``None`` (CUDA when available, else CPU) or any string ``torch.device`` accepts.
-
-    Returns:
-        The device.
-
-    Raises:
-        ValueError: If CUDA is asked for but not available, rather than failing later at the first ``.to()``.
-    """
-    if preference is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={preference!r} but CUDA is not available here; use device='cpu' or None")
-    return device
-
-
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (a model-size figure for reports and the compression stage)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -297,31 +287,6 @@ def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.T
     raise ValueError(f"a batch must be x, (x,), (x, y) or (x, y, w); got {type(batch).__name__}: {batch!r:.80}")
 
 
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    if channels_last and x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def cpu_bf16_native() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), where bf16 autocast pays off."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def _autocast(device: torch.device, amp: bool, amp_cpu: bool = False) -> torch.autocast:
-    # bf16 has float32's exponent range, so unlike fp16 it needs no GradScaler
-    enabled = (amp and device.type == "cuda") or (amp_cpu and device.type == "cpu" and cpu_bf16_native())
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _infer(
     model: nn.Module,
     loader: Iterable,
@@ -335,10 +300,10 @@ def _infer(
     model.eval()
     logits, ys, ws = [], [], []
     try:
-        with torch.inference_mode(), _autocast(device, amp, amp_cpu):
+        with torch.inference_mode(), bf16_autocast(device, amp, amp_cpu):
             for batch in loader:
                 x, y, w = _split_batch(batch)
-                logits.append(model(_to_device(x, device, channels_last)).float())  # (B, C), stays on device
+                logits.append(model(to_device(x, device, channels_last)).float())  # (B, C), stays on device
                 if y is not None:
                     ys.append(y)
                 if w is not None:
@@ -373,7 +338,7 @@ def predict_proba(
     Returns:
         ``(N, C)`` float32 array whose rows sum to 1.
     """
-    dev = _model_device(model) if device is None else torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
     model.to(dev)
     logits, _, _ = _infer(model, loader, dev, amp, amp_cpu=amp_cpu)
     return torch.softmax(logits, dim=1).numpy()
@@ -416,111 +381,130 @@ def _fingerprint(
     """The things a checkpoint must agree on to be resumed; stored readable so a mismatch can name them."""
     fields = asdict(config)
     fields.pop("device")  # resuming a CPU run on a GPU (or vice versa) is legitimate
-    shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
-    arch = hashlib.sha256(json.dumps([type(model).__name__, shapes]).encode()).hexdigest()[:16]
     return {
         "config": fields,
         "n_batches": n_batches,
-        "model": arch,
+        "model": architecture_hash(model, type(model).__name__),
         "class_weights": None if class_weights is None else [float(v) for v in class_weights.flatten()],
     }
 
 
-def _better(value: float, best: float, monitor: str) -> bool:
+def improved(value: float, best: float, monitor: str) -> bool:
+    """Whether ``value`` of the validation metric ``monitor`` beats ``best`` (lower loss, higher accuracy).
+
+    A NaN ``best`` (no epoch scored yet) is beaten by any number; a NaN ``value`` never improves.
+    """
     if math.isnan(best):
         return not math.isnan(value)
     return value < best if monitor == "loss" else value > best
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+@dataclass
+class _FitState:
+    """What :func:`fit` carries from epoch to epoch; its checkpoint stores it and a resume restores it."""
+
+    history: list[dict] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_metric: float = math.nan
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    finished: bool = False
+    epoch: int = 0  # the last completed epoch
+    resumed_from: int | None = None
+
+    def record(self, row: dict, value: float, model: nn.Module, config: FitConfig, validated: bool) -> None:
+        """Append an epoch's row, keep the model's weights if they are the best so far, decide whether to stop."""
+        epoch = row["epoch"]
+        self.history.append(row)
+        if not validated or improved(value, self.best_metric, config.monitor):
+            self.best_metric, self.best_epoch, self.bad_epochs = value, epoch, 0
+            self.best_state = cpu_state_dict(model)
+        else:
+            self.bad_epochs += 1
+        patience = config.patience
+        self.stopped_early = patience is not None and self.bad_epochs >= patience and epoch < config.epochs
+        self.finished = self.stopped_early or epoch == config.epochs
+        self.epoch = epoch
+
+    def checkpoint(
+        self,
+        fingerprint: dict[str, Any],
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> dict[str, Any]:
+        """Everything a resume needs to continue exactly, RNG states included."""
+        return {
+            "version": _CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "epoch": self.epoch,
+            "finished": self.finished,
+            "model": cpu_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": self.history,
+            "best_state": self.best_state,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "rng": rng_state(),
+        }
+
+    def result(self, device: torch.device) -> FitResult:
+        return FitResult(
+            history=copy.deepcopy(self.history),
+            best_epoch=self.best_epoch,
+            best_metric=float(self.best_metric),
+            epochs_run=len(self.history),
+            resumed_from_epoch=self.resumed_from,
+            stopped_early=self.stopped_early,
+            device=str(device),
+        )
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        # numpy's key array is stored as a tensor so the checkpoint loads with weights_only=True
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def _resume_or_seed(
+    ckpt_path: Path | None,
+    fingerprint: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    seed: int,
+) -> _FitState:
+    """Restore model, optimizer, scheduler, progress and RNG states from ``ckpt_path`` if it exists, else seed."""
+    if ckpt_path is None or not ckpt_path.exists():
+        torch.manual_seed(seed)
+        return _FitState()
+    ckpt = load_checkpoint(ckpt_path, fingerprint, _CHECKPOINT_VERSION)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    state = _FitState(
+        history=ckpt["history"],
+        best_state=ckpt["best_state"],
+        best_metric=ckpt["best_metric"],
+        best_epoch=ckpt["best_epoch"],
+        bad_epochs=ckpt["bad_epochs"],
+        stopped_early=ckpt["stopped_early"],
+        finished=ckpt["finished"],
+        epoch=ckpt["epoch"],
+        resumed_from=ckpt["epoch"],
+    )
+    set_rng_state(ckpt["rng"])
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuples(state["python"]))
-    np_state = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": np_state["bit_generator"],
-            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-            "has_gauss": np_state["has_gauss"],
-            "gauss": np_state["gauss"],
-        }
-    )
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuples(obj: Any) -> Any:
-    """random.setstate needs tuples; a serialisation round trip may hand back lists."""
-    return tuple(_as_tuples(o) for o in obj) if isinstance(obj, list | tuple) else obj
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
-
-    A crash or Ctrl-C while writing leaves the previous file intact instead of a truncated one that would make
-    the next resume fail; the rename is atomic on POSIX and Windows.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(
-    path: Path, fingerprint: dict[str, Any], version: int = _CHECKPOINT_VERSION, setup: str = "training"
-) -> dict[str, Any]:
-    """Load a checkpoint and refuse it, naming what differs, unless it was written for exactly this setup.
-
-    ``fingerprint`` is a dict whose ``config`` entry (a dict of fields) is compared field by field and whose other
-    entries (batch count, model hash, data shape, ...) are compared as wholes. Shared by :func:`fit` and the GAN
-    loop, so both say the same thing about a stale checkpoint.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot read the checkpoint ({exc}); delete it to start a fresh run") from exc
-    if ckpt.get("version") != version or ckpt.get("fingerprint") != fingerprint:
-        old = ckpt.get("fingerprint") or {}
-        config = fingerprint.get("config", {})
-        diff = sorted(
-            [f"config.{k}" for k in config if old.get("config", {}).get(k) != config[k]]
-            + [k for k in fingerprint if k != "config" and old.get(k) != fingerprint[k]]
-        )
-        raise ValueError(
-            f"{path}: checkpoint was written by a different {setup} setup (differs in: "
-            f"{', '.join(diff) or 'checkpoint version'}); start a fresh run by deleting it or using another "
-            "checkpoint_dir"
-        )
-    return ckpt
+def _prepare(
+    model: nn.Module, config: FitConfig, device: torch.device, n_batches: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Move the model to the device (and layout) and build its AdamW optimizer and per-batch LR schedule."""
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    fused = device.type == "cuda"  # the fused CUDA kernel is one launch instead of one per tensor
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return optimizer, _make_scheduler(optimizer, config, config.epochs * n_batches)
 
 
 def fit(
@@ -540,9 +524,8 @@ def fit(
     The loss is :func:`weighted_cross_entropy` with ``class_weights`` and the batches' sample weights. After each
     epoch the model is scored on ``val_loader`` (the validation loss uses the same weights, without label
     smoothing, so a class-balanced run monitors a class-balanced loss); the epoch with the best ``config.monitor``
-    wins, training stops
-    after ``config.patience`` epochs without improvement, and at the end the model holds the best weights (a CPU
-    copy is kept, so this costs no device memory).
+    wins, training stops after ``config.patience`` epochs without improvement, and at the end the model holds the
+    best weights (a CPU copy is kept, so this costs no device memory).
 
     With ``checkpoint_dir``, ``last.pt`` there is rewritten atomically after every epoch with everything needed to
     continue exactly (model, optimizer, scheduler, history, best weights, early-stopping counter, RNG states). If it
@@ -573,125 +556,61 @@ def fit(
     """
     device = select_device(config.device)
     n_batches = _num_batches(train_loader)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = _prepare(model, config, device, n_batches)
     cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     cw_device = None if cw is None else cw.to(device)
-    cw_numpy = None if cw is None else cw.numpy()
-
-    fused = device.type == "cuda"  # the fused CUDA kernel is one launch instead of one per tensor
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    scheduler = _make_scheduler(optimizer, config, config.epochs * n_batches)
-
     fingerprint = _fingerprint(config, n_batches, model, cw)
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    ckpt_path = checkpoint_path(checkpoint_dir)
+    state = _resume_or_seed(ckpt_path, fingerprint, model, optimizer, scheduler, config.seed)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if state.finished:  # a finished checkpoint trains no further epoch
+            break
+        row = _train_epoch(
+            model,
+            train_loader,
+            optimizer,
+            scheduler,
+            config,
+            device,
+            cw_device,
+            n_batches,
+            on_batch_end,
+            batch_transform,
+        )
+        row, value = _validate(model, val_loader, {**row, "epoch": epoch}, config, device, cw)
+        state.record(row, value, model, config, validated=val_loader is not None)
+        if ckpt_path is not None:
+            save_atomic(state.checkpoint(fingerprint, model, optimizer, scheduler), ckpt_path)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(row))
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    return state.result(device)
 
-    history: list[dict] = []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_metric = math.nan
-    best_epoch = 0
-    bad_epochs = 0
-    stopped_early = False
-    start_epoch = 1
-    resumed_from: int | None = None
 
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, fingerprint)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history = ckpt["history"]
-        best_state = ckpt["best_state"]
-        best_metric = ckpt["best_metric"]
-        best_epoch = ckpt["best_epoch"]
-        bad_epochs = ckpt["bad_epochs"]
-        stopped_early = ckpt["stopped_early"]
-        resumed_from = ckpt["epoch"]
-        start_epoch = resumed_from + 1
-        _set_rng_state(ckpt["rng"])
-        finished = ckpt["finished"]
+def _validate(
+    model: nn.Module,
+    val_loader: Iterable | None,
+    row: dict[str, Any],
+    config: FitConfig,
+    device: torch.device,
+    class_weights: torch.Tensor | None,
+) -> tuple[dict[str, Any], float]:
+    """Score the epoch on ``val_loader`` and complete its history row; returns the row and the monitored value."""
+    t_val = time.perf_counter()
+    if val_loader is not None:
+        logits, y, w = _infer(model, val_loader, device, config.amp, config.channels_last, config.amp_cpu)
+        if y is None:
+            raise ValueError("the validation loader yields no labels; batches must be (x, y) or (x, y, w)")
+        cw = None if class_weights is None else class_weights.numpy()
+        metrics = classification_metrics(logits.numpy(), y.numpy(), cw, None if w is None else w.numpy())
+        row.update({f"val_{k}": v for k, v in metrics.items()})
+        value = metrics[config.monitor]
     else:
-        torch.manual_seed(config.seed)
-        finished = False
-
-    if not finished:
-        for epoch in range(start_epoch, config.epochs + 1):
-            row = _train_epoch(
-                model,
-                train_loader,
-                optimizer,
-                scheduler,
-                config,
-                device,
-                cw_device,
-                n_batches,
-                on_batch_end,
-                batch_transform,
-            )
-            row["epoch"] = epoch
-            t_val = time.perf_counter()
-            if val_loader is not None:
-                logits, y, w = _infer(model, val_loader, device, config.amp, config.channels_last, config.amp_cpu)
-                if y is None:
-                    raise ValueError("the validation loader yields no labels; batches must be (x, y) or (x, y, w)")
-                metrics = classification_metrics(logits.numpy(), y.numpy(), cw_numpy, None if w is None else w.numpy())
-                row.update({f"val_{k}": v for k, v in metrics.items()})
-                value = metrics[config.monitor]
-            else:
-                row.update(val_loss=None, val_accuracy=None, val_balanced_accuracy=None)
-                value = math.nan
-            row["seconds"] = row.pop("_train_seconds") + time.perf_counter() - t_val
-            row = {k: row[k] for k in _ROW_KEYS}
-            history.append(row)
-
-            if val_loader is None or _better(value, best_metric, config.monitor):
-                best_metric, best_epoch, bad_epochs = value, epoch, 0
-                best_state = _cpu_state(model)
-            else:
-                bad_epochs += 1
-            stopped_early = config.patience is not None and bad_epochs >= config.patience and epoch < config.epochs
-            finished = stopped_early or epoch == config.epochs
-
-            if ckpt_path is not None:
-                save_atomic(
-                    {
-                        "version": _CHECKPOINT_VERSION,
-                        "fingerprint": fingerprint,
-                        "epoch": epoch,
-                        "finished": finished,
-                        "model": _cpu_state(model),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "history": history,
-                        "best_state": best_state,
-                        "best_metric": best_metric,
-                        "best_epoch": best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "stopped_early": stopped_early,
-                        "rng": _rng_state(),
-                    },
-                    ckpt_path,
-                )
-            if on_epoch_end is not None:
-                on_epoch_end(dict(row))
-            if finished:
-                break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(
-        history=copy.deepcopy(history),
-        best_epoch=best_epoch,
-        best_metric=float(best_metric),
-        epochs_run=len(history),
-        resumed_from_epoch=resumed_from,
-        stopped_early=stopped_early,
-        device=str(device),
-    )
+        row.update(val_loss=None, val_accuracy=None, val_balanced_accuracy=None)
+        value = math.nan
+    row["seconds"] = row.pop("_train_seconds") + time.perf_counter() - t_val
+    return {k: row[k] for k in _ROW_KEYS}, value
 
 
 def _train_epoch(
@@ -718,12 +637,12 @@ def _train_epoch(
         x, y, w = _split_batch(batch)
         if y is None:
             raise ValueError("training batches must be (x, y) or (x, y, w); got inputs without labels")
-        x = _to_device(x, device, config.channels_last)
+        x = to_device(x, device, config.channels_last)
         y = y.to(device, non_blocking=True)
         w = None if w is None else w.to(device, non_blocking=True)
         if batch_transform is not None:
             x = batch_transform(x)
-        with _autocast(device, config.amp, config.amp_cpu):
+        with bf16_autocast(device, config.amp, config.amp_cpu):
             logits = model(x)  # (B, C)
         loss = weighted_cross_entropy(logits, y, class_weights, w, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)

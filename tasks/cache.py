@@ -2,7 +2,7 @@
 
 A key hashes what a stage's output depends on: the upstream keys (which hash the input content), the stage's
 config section, the seed and the code version. Prefect's own result cache keys on task source text only
-(PREFECT_NOTES.md), so vigil keys on a hash of all of its source files instead: any code change reruns.
+(Prefect issue #23062), so vigil keys on a hash of all of its source files instead: any code change reruns.
 An entry is written into a temporary folder and renamed into place when complete, so a killed run never
 leaves a half-written entry that a later run would trust.
 """

@@ -20,7 +20,7 @@ class _Section(BaseModel):
 
 
 class IngestConfig(_Section):
-    """Where the images come from (ARCHITECTURE.md, "Inputs vigil accepts")."""
+    """Where the images come from (docs/architecture.md, "Inputs")."""
 
     path: str | None = Field(
         None, description="Image folder ROOT/<class>/*, a CSV manifest path,label[,group], or None for ELPV."

@@ -40,10 +40,10 @@ SPLITS = ("train", "val", "test")
 
 
 def fold_masks(windows: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean (train, test) row masks of one fold from :func:`prediction_folds`.
+    """Boolean (train, test) row masks of one fold from :func:`tasks.label.splits.prediction_folds`.
 
     Args:
-        windows: Output of :func:`prediction_folds`.
+        windows: Output of :func:`tasks.label.splits.prediction_folds`.
         fold: The fold number (>= 0).
 
     Returns:
@@ -73,8 +73,8 @@ class WindowDataset(Dataset):
     * ``"none"``: raw values times ``scale`` (e.g. ``1e-2`` to put microvolts near unit range).
 
     Args:
-        windows: Rows with ``recording_id`` and ``start_sample`` (e.g. from :func:`make_windows`), plus the
-            label and optional weight columns.
+        windows: Rows with ``recording_id`` and ``start_sample`` (e.g. from
+            :func:`tasks.label.windows.make_windows`), plus the label and optional weight columns.
         signals_dir: Folder holding ``<recording_id>.npy`` (``(n_chans, n_samples)`` float32).
         window_samples: Samples per window (``round(window_s * sfreq)``).
         label_column: Integer label column (``"ictal"`` for detection, ``"pred_label"`` for prediction).
@@ -246,6 +246,7 @@ def synthetic_selection(manifest: pd.DataFrame, classes: str, windows: pd.DataFr
 
 # --------------------------------------------------------------------------------------------- validation
 def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """Raise a ``ValueError`` naming the columns ``what`` (a file or table) lacks, and the ones it has."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}; it has {list(df.columns)}")

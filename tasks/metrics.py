@@ -1,4 +1,5 @@
-"""Classification metrics for the evaluate stage: threshold choice, headline numbers, strata, plots.
+"""Classification metrics shared by evaluation, the synthetic-data experiment and EEG scoring: threshold choice,
+headline numbers, strata, plots.
 
 Every function here is pure (numpy in, plain Python out) so the ``@task`` wrappers can write the result straight
 into ``metrics.json``: floats are Python floats, counts are Python ints, and an undefined ROC AUC is ``None``

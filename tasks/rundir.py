@@ -1,4 +1,4 @@
-"""The run directory contract (ARCHITECTURE.md): where a run's outputs live and how a named run is resumed."""
+"""The run directory contract (docs/architecture.md): where a run's outputs live and how a named run is resumed."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import shutil
 import subprocess
 import sys
 import time
+from calendar import timegm
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
+
+from tasks.compare import run_stamp
 
 LINEAGE_PACKAGES = (
     "vigil",
@@ -151,3 +155,31 @@ def hardware() -> dict[str, object]:
     except ImportError:
         pass
     return info
+
+
+FLOW_NAMES = ("defect-detection", "seizure-prediction")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run directory ``runs/<flow>/<UTC stamp>-<run name>/``, as gc and the runs index see it."""
+
+    path: Path
+    flow: str
+    stamp: str
+
+    @property
+    def started(self) -> float:
+        """Start time in epoch seconds (the folder's UTC timestamp prefix)."""
+        return float(timegm(time.strptime(self.stamp, "%Y%m%dT%H%M%SZ")))
+
+
+def runs_by_flow(runs_root: Path) -> dict[str, list[RunFolder]]:
+    """Run folders per flow, oldest first; folders without a ``<stamp>-<name>`` shape are not runs and are left."""
+    out: dict[str, list[RunFolder]] = {}
+    if not runs_root.is_dir():
+        return out
+    for flow_dir in sorted(p for p in runs_root.iterdir() if p.is_dir()):
+        runs = [RunFolder(p, flow_dir.name, s) for p in flow_dir.iterdir() if p.is_dir() and (s := run_stamp(p))]
+        out[flow_dir.name] = sorted(runs, key=lambda r: (r.stamp, r.path.name))
+    return out

@@ -1,13 +1,12 @@
-"""The albumentations pipeline for inspection images, built from the config and saved with the run.
+"""The augment stage for inspection images: build the pipeline, save it with the run, draw a grid for the report.
 
-Only label-preserving transforms: a crack stays a crack under flips, 90-degree turns, a few degrees of rotation,
-small shifts/zooms, exposure changes, blur and sensor noise. Randomness is reseeded per sample by the training
-sampler, so a run is reproducible whatever the number of DataLoader workers.
+The pipeline itself (:mod:`tasks.image_augmentation`) is applied on the fly while training; this stage records
+the config it was built from in its summary, so the train stage rebuilds exactly the same pipeline from this
+stage's record.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import albumentations as A
@@ -19,44 +18,9 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import AugmentConfig
+from tasks.image_augmentation import apply, build_pipeline, pipeline_to_json
 from tasks.image_io import load_image
 from tasks.rundir import RunContext
-
-
-def build_pipeline(cfg: AugmentConfig, seed: int = 0) -> A.Compose:
-    """Float32 images in [0, 1], (H, W, C) in and out."""
-    transforms: list[A.BasicTransform] = [
-        A.HorizontalFlip(p=cfg.hflip),
-        A.VerticalFlip(p=cfg.vflip),
-        A.RandomRotate90(p=cfg.rot90),
-        A.Affine(
-            rotate=(-cfg.rotate_deg, cfg.rotate_deg),
-            scale=(1 - cfg.scale, 1 + cfg.scale),
-            translate_percent=(-cfg.translate, cfg.translate),
-            border_mode=0,
-            fill=0,
-            p=cfg.affine,
-        ),
-        A.RandomBrightnessContrast(
-            brightness_limit=cfg.brightness, contrast_limit=cfg.contrast, p=cfg.brightness_contrast
-        ),
-        A.GaussianBlur(blur_limit=(3, 5), p=cfg.blur),
-        A.GaussNoise(std_range=(0.01, 0.04), p=cfg.noise),
-    ]
-    return A.Compose(transforms, seed=seed)
-
-
-def pipeline_to_json(pipeline: A.Compose) -> str:
-    return json.dumps(A.to_dict(pipeline), indent=2, default=str)
-
-
-def apply(pipeline: A.Compose, image: np.ndarray, seed: int) -> np.ndarray:
-    """Apply with an explicit per-sample seed; clip back to [0, 1] (brightness/noise may overshoot)."""
-    pipeline.set_random_seed(seed)
-    out = pipeline(image=image)["image"]
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def augmentation_grid(pipeline: A.Compose, images: list[np.ndarray], seed: int, n_variants: int = 4) -> np.ndarray:
@@ -75,8 +39,21 @@ def save_pipeline(pipeline: A.Compose, path: Path) -> None:
 
 
 @task(name="augment", cache_policy=NO_CACHE)
-def augment_images_task(cfg: AugmentConfig, label: StageResult, image_size: int, ctx: RunContext) -> StageResult:
-    """Build and save the pipeline, and draw a grid of augmented training images for the report."""
+def augment_images_task(*, cfg: AugmentConfig, ctx: RunContext, label: StageResult, image_size: int) -> StageResult:
+    """Build and save the pipeline, and draw a grid of augmented training images for the report.
+
+    Args:
+        cfg: The augment section.
+        ctx: The run's context (seed, cache, refreshes).
+        label: The label stage's record (its ``splits.csv`` gives the grid's training images).
+        image_size: The train stage's input side in pixels (``train.image_size``), passed by the flow because the
+            grid shows images as the model will see them: resized to this size before augmenting. Part of the
+            model-input contract, so it is also part of this stage's cache key.
+
+    Returns:
+        The stage record; its summary's ``config`` is ``cfg`` as a JSON dict (read back by
+        :func:`tasks.image_augmentation.recorded_config`).
+    """
     key = stage_key("augment", cfg, ctx.seed, label.key, image_size)
 
     def build(out: Path) -> dict:
@@ -93,7 +70,11 @@ def augment_images_task(cfg: AugmentConfig, label: StageResult, image_size: int,
         grid = augmentation_grid(pipeline, images, ctx.seed)
         cv2.imwrite(str(out / "augment_grid.png"), grid)
         names = [str(table.at[i, "class_name"]) for i in picks]
-        return {"transforms": [type(t).__name__ for t in pipeline.transforms], "grid_rows": names}
+        return {
+            "transforms": [type(t).__name__ for t in pipeline.transforms],
+            "grid_rows": names,
+            "config": cfg.model_dump(mode="json"),
+        }
 
     result = run_stage(StageCache(ctx.cache_root), "augment", key, build, ctx.refreshes("augment"))
     get_run_logger().info("augment: %s", ", ".join(result.summary["transforms"]))

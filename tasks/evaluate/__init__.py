@@ -1,1 +1,2 @@
-"""The evaluate stage: metrics (:mod:`.metrics`), the classical baseline (:mod:`.baseline`) and the image task."""
+"""The evaluate stage: the image classifier against the classical baseline (:mod:`.baseline`), and EEG detection
+and prediction scoring (:mod:`.eeg`, :mod:`.prediction_scoring`)."""

@@ -239,6 +239,45 @@ def extract_features(
 
 
 # --------------------------------------------------------------------------------------------- model
+def _checked_training_data(X_train: np.ndarray, y_train: np.ndarray, cv: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(X float64 (N, F), y (N,))``, or a ValueError that says what is wrong and what to change."""
+    X = np.asarray(X_train, dtype=np.float64)
+    y = np.asarray(y_train)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X_train must be (N, F) and y_train (N,), got {X.shape} and {y.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X_train contains NaN or inf; check the feature extraction")
+    classes, counts = np.unique(y, return_counts=True)
+    if classes.size < 2:
+        raise ValueError(f"the baseline needs at least two classes in y_train, got only {classes.tolist()}")
+    if counts.min() < cv:
+        raise ValueError(
+            f"class {classes[np.argmin(counts)]!r} has {counts.min()} training samples, fewer than cv={cv} folds; "
+            "lower cv or add data"
+        )
+    return X, y
+
+
+def _svm_pipeline(
+    shape: tuple[int, int],
+    cv: int,
+    pca_components: int | float | None,
+    seed: int,
+    class_weight: str | dict | None,
+) -> Pipeline:
+    """StandardScaler → PCA (unless ``None``) → RBF SVC, for features of ``shape`` (N, F) searched with ``cv`` folds."""
+    steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
+    if pca_components is not None:
+        if isinstance(pca_components, numbers.Integral):
+            # A fold's training part has about N (cv - 1) / cv rows; PCA cannot keep more components than that.
+            pca_components = max(1, min(int(pca_components), shape[1], shape[0] * (cv - 1) // cv - 1))
+        # Randomised SVD for a component count is ~10x faster than a full SVD and, seeded, just as repeatable.
+        solver = "randomized" if isinstance(pca_components, numbers.Integral) else "full"
+        steps.append(("pca", PCA(n_components=pca_components, svd_solver=solver, random_state=seed)))
+    steps.append(("svc", SVC(kernel="rbf", class_weight=class_weight)))
+    return Pipeline(steps)
+
+
 def fit_baseline(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -280,31 +319,9 @@ def fit_baseline(
     Raises:
         ValueError: mismatched shapes, non-finite features, or a class with fewer than ``cv`` samples.
     """
-    X = np.asarray(X_train, dtype=np.float64)
-    y = np.asarray(y_train)
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ValueError(f"X_train must be (N, F) and y_train (N,), got {X.shape} and {y.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError("X_train contains NaN or inf; check the feature extraction")
-    classes, counts = np.unique(y, return_counts=True)
-    if classes.size < 2:
-        raise ValueError(f"the baseline needs at least two classes in y_train, got only {classes.tolist()}")
-    if counts.min() < cv:
-        raise ValueError(
-            f"class {classes[np.argmin(counts)]!r} has {counts.min()} training samples, fewer than cv={cv} folds; "
-            "lower cv or add data"
-        )
-    steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
-    if pca_components is not None:
-        if isinstance(pca_components, numbers.Integral):
-            # A fold's training part has about N (cv - 1) / cv rows; PCA cannot keep more components than that.
-            pca_components = max(1, min(int(pca_components), X.shape[1], X.shape[0] * (cv - 1) // cv - 1))
-        # Randomised SVD for a component count is ~10x faster than a full SVD and, seeded, just as repeatable.
-        solver = "randomized" if isinstance(pca_components, numbers.Integral) else "full"
-        steps.append(("pca", PCA(n_components=pca_components, svd_solver=solver, random_state=seed)))
-    steps.append(("svc", SVC(kernel="rbf", class_weight=class_weight)))
+    X, y = _checked_training_data(X_train, y_train, cv)
     search = GridSearchCV(
-        Pipeline(steps),
+        _svm_pipeline(X.shape, cv, pca_components, seed, class_weight),
         param_grid={"svc__C": list(c_grid), "svc__gamma": list(gamma_grid)},
         scoring="balanced_accuracy",
         cv=StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed),

@@ -188,42 +188,60 @@ def parse_chbmit_summary(path: Path) -> ChbmitSummary:
             duplicated file name); the message gives the file name and line number.
     """
     path = Path(path)
-    where = path.name
-    lines = path.read_text(encoding="latin-1").splitlines()
-    sfreq: float | None = None
-    lists: list[ChannelList] = []
-    files: list[SummaryFile] = []
-    notes: list[str] = []
-    block: dict | None = None  # channel block being read
-    current: _OpenFile | None = None
-    timing = _Timing(where)
+    reader = _SummaryReader(path.name)
+    for lineno, raw_line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+        line = raw_line.strip()
+        if line and not _RE_SEPARATOR.match(line):
+            reader.read_line(lineno, line)
+    reader.close_file()
+    reader.close_block()
+    return ChbmitSummary(
+        path=path,
+        sfreq=reader.sfreq,
+        channel_lists=tuple(reader.lists),
+        files=tuple(reader.files),
+        notes=tuple(reader.notes),
+    )
 
-    def fail(lineno: int, message: str) -> ChbmitSummaryError:
-        return ChbmitSummaryError(f"{where} line {lineno}: {message}")
 
-    def close_block() -> None:
-        nonlocal block
-        if block is not None:
-            lists.append(_make_channel_list(block, where, notes))
-            block = None
+class _SummaryReader:
+    """One pass over a summary's lines: the channel block or file record being read, and those already closed."""
 
-    def close_file() -> None:
-        nonlocal current
-        if current is None:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.sfreq: float | None = None
+        self.lists: list[ChannelList] = []
+        self.files: list[SummaryFile] = []
+        self.notes: list[str] = []
+        self.block: dict | None = None  # channel block being read
+        self.current: _OpenFile | None = None
+        self.timing = _Timing(where)
+
+    def fail(self, lineno: int, message: str) -> ChbmitSummaryError:
+        return ChbmitSummaryError(f"{self.where} line {lineno}: {message}")
+
+    def close_block(self) -> None:
+        if self.block is not None:
+            self.lists.append(_make_channel_list(self.block, self.where, self.notes))
+            self.block = None
+
+    def close_file(self) -> None:
+        """Check the file record being read (seizures paired and counted), place it in time and keep it."""
+        if self.current is None:
             return
-        rec = current
+        rec = self.current
         if rec.pending is not None:
             number, _, lineno = rec.pending
-            raise fail(lineno, f"seizure {number} of {rec.name} has a start time but no end time")
+            raise self.fail(lineno, f"seizure {number} of {rec.name} has a start time but no end time")
         if rec.count is None:
             rec.count = len(rec.seizures)
             if rec.seizures:
-                notes.append(f"{where} line {rec.line}: {rec.name} has no 'Number of Seizures in File'; "
-                             f"counted {len(rec.seizures)} from its seizure lines")  # fmt: skip
+                self.notes.append(f"{self.where} line {rec.line}: {rec.name} has no 'Number of Seizures in File'; "
+                                  f"counted {len(rec.seizures)} from its seizure lines")  # fmt: skip
         elif rec.count != len(rec.seizures):
-            raise fail(rec.count_line, f"{rec.name} says {rec.count} seizures but lists {len(rec.seizures)}")
-        start_s, end_s = timing.place(rec)
-        files.append(
+            raise self.fail(rec.count_line, f"{rec.name} says {rec.count} seizures but lists {len(rec.seizures)}")
+        start_s, end_s = self.timing.place(rec)
+        self.files.append(
             SummaryFile(
                 name=rec.name,
                 line=rec.line,
@@ -236,55 +254,55 @@ def parse_chbmit_summary(path: Path) -> ChbmitSummary:
                 channel_list=rec.channel_list,
             )
         )
-        current = None
+        self.current = None
 
-    for lineno, raw_line in enumerate(lines, start=1):
-        line = raw_line.strip()
-        if not line or _RE_SEPARATOR.match(line):
-            continue
+    def read_line(self, lineno: int, line: str) -> None:
+        """One stripped, non-empty, non-separator line: the rate, a channel block, or a file record's line."""
         if m := _RE_RATE.match(line):
-            sfreq = float(m.group(1))
-            continue
+            self.sfreq = float(m.group(1))
+            return
         if _RE_CHANNELS.match(line):
-            close_file()
-            close_block()
-            block = {"line": lineno, "entries": []}
-            continue
+            self.close_file()
+            self.close_block()
+            self.block = {"line": lineno, "entries": []}
+            return
         if m := _RE_CHANNEL.match(line):
-            if block is None:
-                raise fail(lineno, f"{line!r} outside a 'Channels in EDF Files:' or 'Channels changed:' block")
-            block["entries"].append((int(m.group(1)), m.group(2).strip(), lineno))
-            continue
+            if self.block is None:
+                raise self.fail(lineno, f"{line!r} outside a 'Channels in EDF Files:' or 'Channels changed:' block")
+            self.block["entries"].append((int(m.group(1)), m.group(2).strip(), lineno))
+            return
         if m := _RE_FILE.match(line):
-            close_file()
-            close_block()
+            self.close_file()
+            self.close_block()
             name = m.group(1).strip()
-            if any(f.name == name for f in files):
-                raise fail(lineno, f"{name} is listed twice")
-            current = _OpenFile(name=name, line=lineno, channel_list=len(lists) - 1 if lists else None)
-            continue
-        if current is None:
+            if any(f.name == name for f in self.files):
+                raise self.fail(lineno, f"{name} is listed twice")
+            channel_list = len(self.lists) - 1 if self.lists else None
+            self.current = _OpenFile(name=name, line=lineno, channel_list=channel_list)
+            return
+        if self.current is None:
             if _RE_START.match(line) or _RE_END.match(line) or _RE_COUNT.match(line) or _RE_SEIZURE.match(line):
-                raise fail(lineno, f"{line!r} before any 'File Name:' line")
-            notes.append(f"{where} line {lineno}: ignored {line!r}")
-            continue
+                raise self.fail(lineno, f"{line!r} before any 'File Name:' line")
+            self.notes.append(f"{self.where} line {lineno}: ignored {line!r}")
+            return
+        self._file_line(self.current, lineno, line)
+
+    def _file_line(self, current: _OpenFile, lineno: int, line: str) -> None:
+        """A line inside a file record: its start or end clock time, its seizure count or a seizure time."""
         if m := _RE_START.match(line):
             current.start_clock = m.group(1).strip()
-            current.start_raw = _clock(current.start_clock, lambda msg, n=lineno: fail(n, msg))
+            current.start_raw = _clock(current.start_clock, lambda msg, n=lineno: self.fail(n, msg))
         elif m := _RE_END.match(line):
             current.end_clock = m.group(1).strip()
-            current.end_raw = _clock(current.end_clock, lambda msg, n=lineno: fail(n, msg))
+            current.end_raw = _clock(current.end_clock, lambda msg, n=lineno: self.fail(n, msg))
         elif m := _RE_COUNT.match(line):
             if not m.group(1).strip().isdigit():
-                raise fail(lineno, f"number of seizures {m.group(1).strip()!r} is not a whole number")
+                raise self.fail(lineno, f"number of seizures {m.group(1).strip()!r} is not a whole number")
             current.count, current.count_line = int(m.group(1)), lineno
         elif m := _RE_SEIZURE.match(line):
-            _seizure_line(current, m, lineno, fail)
+            _seizure_line(current, m, lineno, self.fail)
         else:
-            notes.append(f"{where} line {lineno}: ignored {line!r}")
-    close_file()
-    close_block()
-    return ChbmitSummary(path=path, sfreq=sfreq, channel_lists=tuple(lists), files=tuple(files), notes=tuple(notes))
+            self.notes.append(f"{self.where} line {lineno}: ignored {line!r}")
 
 
 def _clock(text: str, fail: Callable[[str], ChbmitSummaryError]) -> int:

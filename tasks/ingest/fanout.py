@@ -2,18 +2,18 @@
 
 Two steps of the ingest stage read whole recordings, and each depends on no other file:
 
-* **inspection** (:func:`tasks.ingest.eeg.inspect_candidate`: header arithmetic, MNE open, seizure sources, one
-  chunked scan of every signal for non-finite values and flat channels);
-* **preprocessing** (:func:`tasks.ingest.eeg.preprocess_for_stage`: causal band-pass and notch, polyphase
+* **inspection** (:func:`tasks.ingest.inspection.inspect_candidate`: header arithmetic, MNE open, seizure sources,
+  one chunked scan of every signal for non-finite values and flat channels);
+* **preprocessing** (:func:`tasks.ingest.preprocess.preprocess_for_stage`: causal band-pass and notch, polyphase
   resampling, written to ``signals/<recording_id>.npy``).
 
 Here each becomes a task (:func:`inspect_recording_task`, :func:`preprocess_recording_task`) whose result is a small
 dict of plain data (:func:`inspection_result`, :func:`preprocess_result`), turned back into vigil's records, in
 input order, by :func:`inspection_from_result` and :func:`preprocess_from_result`. What needs every file at once
 stays in the flow's process between the two steps: the common channel set
-(:func:`tasks.ingest.eeg.settle_discovery`) and, after them, the quarantine of failed recordings
-(:func:`tasks.ingest.eeg.drop_failed`). A bad file is never an exception: its task returns a ``reason`` and the
-file is quarantined with it, exactly as in the plain loop; only a crashed task run (a killed worker) fails the
+(:func:`tasks.ingest.discovery.settle_discovery`) and, after them, the quarantine of failed recordings
+(:func:`tasks.ingest.preprocess.drop_failed`). A bad file is never an exception: its task returns a ``reason`` and
+the file is quarantined with it, exactly as in the plain loop; only a crashed task run (a killed worker) fails the
 stage, which then retries as a whole.
 
 **Where outputs go.** The preprocessing tasks write their arrays directly into the stage's temporary build
@@ -35,7 +35,7 @@ flows receive ``runner`` inside their config parameter, so :func:`ingest_recordi
 :func:`ingest_recordings_flow` with ``with_options(task_runner=task_runner(runner))`` at call time, and both
 mapped steps share its one Dask cluster. ``runner.kind=local`` keeps the plain loop in the ingest task's process.
 
-**Windowing is not fanned out.** :func:`tasks.label.eeg.make_windows` never reads a signal: it is a vectorised
+**Windowing is not fanned out.** :func:`tasks.label.windows.make_windows` never reads a signal: it is a vectorised
 operation on ``recordings.csv`` and ``seizures.csv`` (measured: 686 one-hour recordings, CHB-MIT's size, at 1-s
 steps give 2.47 million windows in 1.2 s on one core, most of it formatting the ``window_id`` strings; the full
 profile's 30 recordings take 0.03 s). A task run per recording would add more orchestration than the whole table
@@ -54,19 +54,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from tasks.config import EegIngestConfig, RunnerConfig
-from tasks.ingest.eeg import (
-    Candidate,
-    Discovery,
-    FileChannel,
-    Inspected,
-    Listing,
-    RecordingInfo,
-    RecordingMeta,
-    drop_failed,
-    inspect_candidate,
-    preprocess_for_stage,
-    settle_discovery,
-)
+from tasks.edf import FileChannel
+from tasks.ingest.discovery import Discovery, Listing, settle_discovery
+from tasks.ingest.inspection import Candidate, Inspected, RecordingInfo, inspect_candidate
+from tasks.ingest.preprocess import RecordingMeta, drop_failed, preprocess_for_stage
 from tasks.runner import task_runner
 
 _INFO_FIELDS = frozenset(f.name for f in dataclasses.fields(RecordingInfo))
@@ -84,7 +75,7 @@ def _mismatch(what: str, fields: set[str], expected: frozenset[str]) -> ValueErr
 # ------------------------------------------------------------------------------------------------ inspection
 def inspection_result(result: Inspected | str) -> dict[str, Any]:
     """An inspection outcome as a dict of plain data: ``{"reason": str}`` for a quarantined file, else the
-    :class:`~tasks.ingest.eeg.Inspected` fields with paths as strings."""
+    :class:`~tasks.ingest.inspection.Inspected` fields with paths as strings."""
     if isinstance(result, str):
         return {"reason": result}
     out = dataclasses.asdict(result)
@@ -117,7 +108,8 @@ def inspection_from_result(result: Mapping[str, Any]) -> Inspected | str:
 
 # --------------------------------------------------------------------------------------------- preprocessing
 def preprocess_result(result: RecordingMeta | str) -> dict[str, Any]:
-    """A preprocessing outcome as plain data: ``{"reason": str}``, or the :class:`RecordingMeta` fields."""
+    """A preprocessing outcome as plain data: ``{"reason": str}``, or the
+    :class:`~tasks.ingest.preprocess.RecordingMeta` fields."""
     if isinstance(result, str):
         return {"reason": result}
     out = dataclasses.asdict(result)
@@ -234,7 +226,7 @@ def ingest_recordings(
     through Prefect's run logger).
 
     Args:
-        listing: :func:`tasks.ingest.eeg.find_candidates` of the data folder.
+        listing: :func:`tasks.ingest.discovery.find_candidates` of the data folder.
         out_dir: The stage's (temporary) output folder; made absolute here, since workers may run elsewhere.
         cfg: The ingest settings.
         runner: ``kind="dask"``: a nested ``ingest-recordings`` flow run on

@@ -219,8 +219,17 @@ def _write_quarantine(rows: list[dict[str, str]], path: Path) -> None:
 @task(
     name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
 )
-def ingest_images_task(cfg: IngestConfig, ctx: RunContext) -> StageResult:
-    """List the images and their raw labels (cached on the file listing, sizes and mtimes)."""
+def ingest_images_task(*, cfg: IngestConfig, ctx: RunContext) -> StageResult:
+    """List the images and their raw labels (cached on the file listing, sizes and mtimes).
+
+    Args:
+        cfg: The ingest section (data folder or manifest, subset size).
+        ctx: The run's context (seed, cache root, refreshes).
+
+    Returns:
+        The stage record; its ``summary`` carries the data ``root`` (the folder or manifest read), the ``source``
+        (``"elpv"``, ``"folder"`` or ``"manifest"``) and the counts.
+    """
     logger = get_run_logger()
     try:
         found = discover_images(cfg.path)

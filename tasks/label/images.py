@@ -140,8 +140,12 @@ def make_splits(records: pd.DataFrame, source: str, cfg: LabelConfig, seed: int)
 
 
 @task(name="label", cache_policy=NO_CACHE)
-def label_images_task(cfg: LabelConfig, ingest: StageResult, quality: StageResult, ctx: RunContext) -> StageResult:
-    """Label and split the usable images; a data set that cannot be split stops the run with a hint."""
+def label_images_task(*, cfg: LabelConfig, ctx: RunContext, ingest: StageResult, quality: StageResult) -> StageResult:
+    """Label and split the usable images; a data set that cannot be split stops the run with a hint.
+
+    ``ingest``'s summary says the source (ELPV or a folder/manifest), which decides how labels are read;
+    ``quality``'s ``usable.csv`` lists the images.
+    """
     logger = get_run_logger()
     key = stage_key("label", quality.key, cfg, ctx.seed)
 

@@ -1,9 +1,9 @@
 """Run the per-file image checks as mapped Prefect tasks on the task runner that ``config.runner`` names.
 
-:func:`tasks.quality.images.check_image` is a pure function of one path; here it becomes a task whose result is
+:func:`tasks.quality.checks.check_image` is a pure function of one path; here it becomes a task whose result is
 a small dict (plain data pickles cheaply between Dask processes and shows in the Prefect UI), and
-:func:`checks_from_results` turns the results back into the :class:`~tasks.quality.images.ImageCheck` list that
-:func:`~tasks.quality.images.apply_checks` expects. Duplicate detection stays in ``apply_checks``: it needs every
+:func:`checks_from_results` turns the results back into the :class:`~tasks.quality.checks.ImageCheck` list that
+:func:`~tasks.quality.checks.apply_checks` expects. Duplicate detection stays in ``apply_checks``: it needs every
 file's hash at once, and the input order decides which copy is kept, so it must not run per worker.
 
 Why a nested flow: a task runner is a flow option, and vigil's flows receive ``runner`` inside their config
@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from tasks.config import RunnerConfig
-from tasks.quality.images import ImageCheck, check_image
+from tasks.quality.checks import ImageCheck, check_image
 from tasks.runner import task_runner
 
 #: Files per mapped task run in the flow. A Prefect task run costs ~10-20 ms of orchestration (measured on 2

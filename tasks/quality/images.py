@@ -1,135 +1,35 @@
-"""Decide per file whether an image can be used, and say why not.
+"""The quality stage for inspection images: check every listed file, quarantine the bad ones with their reason.
 
-Each check names a problem a person can act on: an empty file, a text file with an image extension, a truncated
-download, a blank frame, a copy of another file. A rejected file goes to the quarantine list; the run goes on.
+The checks themselves are pure functions in :mod:`tasks.quality.checks`; :mod:`tasks.quality.fanout` runs them on
+the configured task runner. A rejected file goes to the quarantine list; the run goes on.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import FILE_STAGE_TIMEOUT_S, StageCache, StageResult, run_stage, stage_key
 from tasks.config import QualityConfig, RunnerConfig
-from tasks.image_io import is_grey
+from tasks.quality.checks import apply_checks
+from tasks.quality.fanout import check_images
 from tasks.rundir import RunContext
-
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-
-
-@dataclass(frozen=True)
-class ImageCheck:
-    """Outcome of checking one file: ``reason`` is None when the image is usable."""
-
-    path: str
-    reason: str | None
-    sha256: str = ""
-    height: int = 0
-    width: int = 0
-    channels: int = 0
-    dtype: str = ""
-    grey: bool = True
-
-
-def check_image(path: str | Path, min_std: float = 1e-6, min_side_px: int = 8) -> ImageCheck:
-    """Check one file; never raises for a bad file (the reason says what is wrong)."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        return ImageCheck(str(p), f"cannot read file ({exc.strerror or exc})")
-    if not data:
-        return ImageCheck(str(p), "empty file (0 bytes)")
-    kind = next((name for sig, name in _SIGNATURES if data.startswith(sig)), None)
-    if kind is None:
-        head = data[:16]
-        text_like = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
-        hint = " (looks like a text file)" if text_like else ""
-        return ImageCheck(str(p), f"not an image: content is not PNG, JPEG, BMP or TIFF{hint}")
-    digest = hashlib.sha256(data).hexdigest()
-    if kind == "PNG" and b"IEND" not in data[-32:]:
-        return ImageCheck(str(p), "truncated PNG (no IEND chunk at the end of the file)", digest)
-    if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        return ImageCheck(str(p), "truncated JPEG (no end-of-image marker)", digest)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        return ImageCheck(str(p), f"corrupt {kind}: OpenCV could not decode it", digest)
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    h, w = image.shape[:2]
-    if min(h, w) < min_side_px:
-        return ImageCheck(str(p), f"too small ({w}x{h} px; need at least {min_side_px} px per side)", digest)
-    if image.dtype not in (np.uint8, np.uint16, np.float32):
-        return ImageCheck(str(p), f"unsupported pixel type {image.dtype} (use 8- or 16-bit)", digest)
-    if float(image.std()) <= min_std:
-        return ImageCheck(str(p), "blank image: every pixel has the same value", digest)
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    return ImageCheck(str(p), None, digest, h, w, channels, str(image.dtype), is_grey(image))
-
-
-def find_duplicates(checks: list[ImageCheck]) -> dict[str, str]:
-    """Map each later copy of byte-identical content to the first file with it (input order decides)."""
-    first: dict[str, str] = {}
-    dupes: dict[str, str] = {}
-    for c in checks:
-        if c.reason is not None or not c.sha256:
-            continue
-        if c.sha256 in first:
-            dupes[c.path] = first[c.sha256]
-        else:
-            first[c.sha256] = c.path
-    return dupes
-
-
-def apply_checks(
-    records: pd.DataFrame, checks: list[ImageCheck], drop_duplicates: bool = True
-) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Join checks onto the ingest records; returns (usable records with image metadata, quarantine rows)."""
-    by_path = {c.path: c for c in checks}
-    dupes = find_duplicates(checks) if drop_duplicates else {}
-    keep_rows = []
-    quarantine: list[dict[str, str]] = []
-    for row in records.to_dict("records"):
-        c = by_path[row["path"]]
-        if c.reason is not None:
-            quarantine.append({"path": row["path"], "stage": "quality", "reason": c.reason})
-            continue
-        if row["path"] in dupes:
-            reason = f"exact duplicate of {dupes[row['path']]} (first copy kept)"
-            quarantine.append({"path": row["path"], "stage": "quality", "reason": reason})
-            continue
-        row.update(sha256=c.sha256, height=c.height, width=c.width, channels=c.channels, dtype=c.dtype, grey=c.grey)
-        keep_rows.append(row)
-    columns = list(records.columns) + ["sha256", "height", "width", "channels", "dtype", "grey"]
-    return pd.DataFrame(keep_rows, columns=columns), quarantine
 
 
 @task(
     name="quality", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
 )
 def quality_images_task(
-    cfg: QualityConfig, ingest: StageResult, ctx: RunContext, runner: RunnerConfig | None = None
+    *, cfg: QualityConfig, ctx: RunContext, ingest: StageResult, runner: RunnerConfig | None = None
 ) -> StageResult:
     """Check every listed file; bad ones go to the quarantine list with their reason, the rest go on.
 
     With ``runner.kind=dask`` the checks run as mapped task runs of a nested ``check-images`` flow on the Dask
     workers; the outcome, and so the cache key, does not depend on the runner.
     """
-    from tasks.quality.fanout import check_images  # fanout imports this module
-
     logger = get_run_logger()
     key = stage_key("quality", ingest.key, cfg)
 

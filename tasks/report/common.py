@@ -1,8 +1,8 @@
-"""The report stage: metrics.json, a self-contained report.html, and the same headline content as Prefect artifacts.
+"""The report stage's shared parts: metrics.json, a self-contained report.html, and Prefect artifacts.
 
 People read runs in two places: a browser opening ``report.html`` (no server needed: every plot is an inlined PNG)
 and the Prefect UI (markdown with ``data:`` PNGs renders there, ``file://`` links do not). Both are built here from
-the same numbers, so they can never disagree.
+the same numbers, side by side in one :class:`ReportDoc`, so they can never disagree.
 """
 
 from __future__ import annotations
@@ -10,21 +10,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
 import json
 import re
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import cv2
-import matplotlib
+from prefect.artifacts import create_link_artifact
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tasks.image_io import load_image  # noqa: E402
+from tasks.cache import StageResult, code_version
+from tasks.compare import Comparison, comparison_markdown, comparison_rows
+from tasks.rundir import git_commit, hardware, package_versions
 
 
 def vigil_version() -> str:
@@ -45,87 +43,33 @@ def dataset_slug(source: str, root: str | None) -> str:
     return f"{slug}-{digest}"
 
 
-def fig_to_png(fig: plt.Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+def ingest_source(ingest: StageResult | None, default: str) -> tuple[str, str | None]:
+    """(source, data root) from the ingest stage's record.
+
+    The source is the record's only when ingest succeeded (``default`` otherwise); the root is read even from a
+    failed record, so a run that failed on its data is still filed under that data set.
+    """
+    source = ingest.summary.get("source", default) if ingest is not None and not ingest.error else default
+    root = ingest.summary.get("root") if ingest is not None else None
+    return source, root
+
+
+def succeeded(stages: dict[str, StageResult | None]) -> dict[str, StageResult]:
+    """The records of the stages that ran and succeeded, in run order."""
+    return {k: v for k, v in stages.items() if v is not None and not v.error}
 
 
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def plot_learning_curves(history: list[dict]) -> bytes:
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
-    axes[0].legend()
-    axes[1].plot(epochs, [h["val_accuracy"] for h in history], label="accuracy")
-    axes[1].plot(epochs, [h["val_balanced_accuracy"] for h in history], label="balanced accuracy")
-    axes[1].set(xlabel="epoch", ylim=(0, 1), title="Validation")
-    axes[1].legend()
-    return fig_to_png(fig)
-
-
-def plot_confusion(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
-    m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(class_names), 1.0 + 0.9 * len(class_names)))
-    ax.imshow(m, cmap="Blues")
-    for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    return fig_to_png(fig)
-
-
-def plot_roc(curves: dict[str, dict]) -> bytes | None:
-    curves = {k: v for k, v in curves.items() if v and v.get("fpr")}
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(4, 4))
-    for name, c in curves.items():
-        ax.plot(c["fpr"], c["tpr"], label=f"{name} (AUC {c['auc']:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on the test split")
-    ax.legend(loc="lower right")
-    return fig_to_png(fig)
-
-
-def plot_worst(worst: list[dict], size: int = 96) -> bytes | None:
-    if not worst:
-        return None
-    n = len(worst)
-    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 2.0), squeeze=False)
-    for ax, item in zip(axes[0], worst, strict=True):
-        img = load_image(item["path"], size, 3)
-        ax.imshow(img)
-        score = item["score"]
-        s = f"{score:.2f}" if isinstance(score, float) else "/".join(f"{v:.2f}" for v in score)
-        ax.set_title(f"{item['true']}\nscore {s}", fontsize=7)
-        ax.axis("off")
-    return fig_to_png(fig)
-
-
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
+    """A table cell: ``n/a`` for missing, 4 decimals for floats."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
         return f"{v:.4f}"
     return str(v)
-
-
-HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "threshold")
-
-
-def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
-    """Rows ``metric | model | baseline`` for the headline table (markdown, HTML and the table artifact)."""
-    test = metrics.get("test", {})
-    base = metrics.get("baseline", {})
-    return [{"metric": k, "model": _fmt(test.get(k)), "baseline": _fmt(base.get(k))} for k in HEADLINE_KEYS]
 
 
 def markdown_table(rows: list[dict[str, str]]) -> str:
@@ -144,10 +88,6 @@ def html_table(rows: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def read_png(path: Path) -> bytes | None:
-    return path.read_bytes() if path.is_file() else None
 
 
 def grid_png(path: Path) -> bytes | None:
@@ -184,61 +124,99 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str))
 
 
+@dataclass
+class ReportDoc:
+    """report.html's (heading, HTML body) sections and the markdown artifact's blocks, built side by side."""
+
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    md: list[str] = field(default_factory=list)
+
+    def add(self, heading: str, body: str, *md: str) -> None:
+        """One HTML section, and the markdown blocks (if any) that say the same in the artifact."""
+        self.sections.append((heading, body))
+        self.md.extend(md)
+
+    def failure(self, error: str) -> None:
+        """The red "Run failed" box (the flow's error, or the regression that failed the run)."""
+        self.add("Run failed", f"<div class='err'>{html.escape(error)}</div>", f"**Run failed:** {error}")
+
+    def comparison(self, comparison: Comparison) -> None:
+        """The table of headline metrics against the previous comparable run, and its verdict."""
+        self.add(
+            "Compared with the previous run",
+            html_table(comparison_rows(comparison)) + f"<p>{html.escape(comparison.summary())}</p>",
+            "## Compared with the previous run",
+            comparison_markdown(comparison),
+        )
+
+    def closing(self, metrics: dict[str, Any], run_dir: Path) -> None:
+        """The last two sections of every report: stage timings and the run's configuration as written."""
+        timing_rows = [
+            {"stage": k, "seconds": f"{v:.1f}", "cached": metrics["cached"].get(k, "")}
+            for k, v in metrics["timing_s"].items()
+        ]
+        self.add("Stage timings", html_table(timing_rows))
+        self.add("Configuration", f"<pre>{html.escape((run_dir / 'config.yaml').read_text())}</pre>")
+
+
+def run_metrics(
+    flow: str, dataset: str, stages: dict[str, StageResult | None], elapsed_s: float, **run: Any
+) -> dict[str, Any]:
+    """metrics.json's opening keys: flow, dataset, ``run`` (profile, seed, ...), version, per-stage timing and
+    cache hits (in the ``stages`` dict's order, which is the order the stages ran), and the total time."""
+    ran = {k: v for k, v in stages.items() if v is not None}
+    metrics: dict[str, Any] = {
+        "flow": flow,
+        "dataset": dataset,
+        **run,
+        "vigil_version": vigil_version(),
+        "timing_s": {name: round(st.seconds, 3) for name, st in ran.items()},
+        "cached": {name: st.cached for name, st in ran.items()},
+    }
+    metrics["timing_s"]["total"] = round(elapsed_s, 3)
+    return metrics
+
+
+def regression_failure(metrics: dict[str, Any], comparison: Comparison | None, fail_on_regression: bool) -> str | None:
+    """Add the ``regression`` section to ``metrics``; when the run must fail for a regression, also its ``error``.
+
+    Returns the failure message, or None when the run stands.
+    """
+    if comparison is None:
+        return None
+    metrics["regression"] = comparison.to_dict()
+    if comparison.regressed and fail_on_regression:
+        metrics["error"] = comparison.flag()
+        return metrics["error"]
+    return None
+
+
+def card_description(description: str, comparison: Comparison | None, metrics: dict[str, Any]) -> str:
+    """The artifact cards' one line, led by the regression flag when the run regressed without failing for it."""
+    if comparison is not None and comparison.regressed and "error" not in metrics:
+        return f"{comparison.flag()}; {description}"
+    return description
+
+
+def write_lineage(
+    run_dir: Path, dataset: dict[str, Any], stages: dict[str, StageResult | None], timing_s: dict[str, float]
+) -> None:
+    """lineage.json: what the run's numbers came from (data set, stage cache keys, code, packages, hardware)."""
+    write_json(
+        run_dir / "lineage.json",
+        {
+            "dataset": dataset,
+            "stage_keys": {k: v.key for k, v in stages.items() if v is not None},
+            "code_version": code_version(),
+            "git_commit": git_commit(),
+            "packages": package_versions(),
+            "hardware": hardware(),
+            "timing_s": timing_s,
+        },
+    )
+
+
 def publish_report_link(report_url: str | None, key: str, description: str) -> None:
     """A link artifact to the served ``report.html``; only when a ``vigil server`` serves the runs folder."""
     if report_url:
-        from prefect.artifacts import create_link_artifact
-
         create_link_artifact(link=report_url, link_text="report.html", key=key, description=description)
-
-
-def plot_gain(per_seed: list[dict[str, Any]], metric: str = "test balanced accuracy") -> bytes:
-    """Paired bars per seed: the real-only arm beside the real + synthetic arm."""
-    x = np.arange(len(per_seed))
-    fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(per_seed), 3.0))
-    ax.bar(x - 0.2, [r["real_only"] for r in per_seed], 0.4, label="real only")
-    ax.bar(x + 0.2, [r["real_plus_synthetic"] for r in per_seed], 0.4, label="real + synthetic")
-    lo = min(min(r["real_only"], r["real_plus_synthetic"]) for r in per_seed)
-    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-    ax.set_xticks(x, [str(r["seed"]) for r in per_seed])
-    ax.set(xlabel="seed", ylabel=metric, title="Real only vs real + synthetic")
-    ax.legend(loc="lower right", fontsize=8)
-    return fig_to_png(fig)
-
-
-SYNTHETIC_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
-_SYNTHETIC_MEANING = {
-    "tstr_balanced_accuracy": "trained on synthetic only, tested on real (0.5 = no class information)",
-    "gain_mean": "real + synthetic minus real only, mean over seeds (0.02 = two points)",
-    "gain_sd": "standard deviation of that gain over seeds",
-    "c2st_accuracy": "real vs synthetic told apart by a classifier (0.5 = indistinguishable)",
-    "nn_copy_rate": "synthetic samples closer to a real training sample than real samples are to each other",
-}
-
-
-def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[str, str, list[str]]:
-    """HTML and markdown for the synthetic-data section: verdict, the five numbers, per-seed table and plot."""
-    rows = [{"measure": k, "value": _fmt(synthetic.get(k)), "meaning": _SYNTHETIC_MEANING[k]} for k in SYNTHETIC_KEYS]
-    rows.append(
-        {
-            "measure": "frechet_distance_vigil_features",
-            "value": _fmt(synthetic.get("frechet_distance_vigil_features")),
-            "meaning": str(synthetic.get("feature_space", "")),
-        }
-    )
-    seeds = [
-        {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in synthetic.get("per_seed", [])
-    ]
-    recipe = synthetic.get("gain_recipe", {})
-    text = (
-        f"<p><b>{html.escape(str(synthetic.get('verdict', '')))}</b>. {synthetic.get('n_added', 0)} synthetic "
-        f"samples added ({html.escape(str(synthetic.get('classes')))} classes, ratio {synthetic.get('ratio')}); "
-        f"comparison arms: {html.escape(json.dumps(recipe))}. The headline test metrics are the real + synthetic "
-        "model's; the real-only model's are under synthetic.real_only in metrics.json.</p>"
-    )
-    gain = plot_gain(synthetic["per_seed"]) if synthetic.get("per_seed") else None
-    body = text + html_table(rows) + html_table(seeds) + img_tag(gain, "gain per seed") + extra_html
-    md = ["## Synthetic data", str(synthetic.get("verdict", "")), markdown_table(rows)]
-    if gain:
-        md.append(f"![gain]({png_data_uri(gain)})")
-    return "Synthetic data (GAN)", body, md

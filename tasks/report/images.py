@@ -1,4 +1,8 @@
-"""Assemble the defect-detection run directory, report.html and Prefect artifacts from the stage outputs."""
+"""Assemble the defect-detection run directory, report.html and Prefect artifacts from the stage records.
+
+Everything comes from the records the flow hands over (their summaries and the files in their folders), plus
+the report's own config section and the run's profile and seed: the report reads no other stage's config.
+"""
 
 from __future__ import annotations
 
@@ -13,34 +17,43 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
-from tasks.cache import StageResult, code_version
-from tasks.compare import comparison_markdown, comparison_rows, regression_check
+from tasks.cache import StageResult
+from tasks.compare import Comparison, regression_check
+from tasks.config import ReportConfig
 from tasks.report.common import (
+    ReportDoc,
+    card_description,
     dataset_slug,
+    fmt,
     grid_png,
-    headline_rows,
     html_table,
     img_tag,
+    ingest_source,
     markdown_table,
-    plot_confusion,
-    plot_learning_curves,
-    plot_roc,
-    plot_worst,
     png_data_uri,
     publish_report_link,
+    regression_failure,
     render_html,
-    synthetic_section,
-    vigil_version,
+    run_metrics,
     write_json,
+    write_lineage,
 )
-from tasks.rundir import RunContext, git_commit, hardware, link_or_copy, package_versions
+from tasks.report.plots import plot_confusion, plot_learning_curves, plot_roc, plot_worst
+from tasks.report.synthetic import USEFULNESS, synthetic_metrics, synthetic_section
+from tasks.rundir import RunContext, link_or_copy
 
-STAGES = ("ingest", "quality", "label", "augment", "synth", "train", "evaluate")
+FLOW = "defect-detection"
+HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "threshold")
+
+
+def _ok(stages: dict[str, StageResult], name: str) -> StageResult | None:
+    st = stages.get(name)
+    return st if st is not None and not st.error else None
 
 
 def collect_quarantine(stages: dict[str, StageResult]) -> pd.DataFrame:
+    """The inputs that ingest and quality left out, with the stage and the reason (``path, stage, reason``)."""
     frames = []
     for name in ("ingest", "quality"):
         st = stages.get(name)
@@ -51,51 +64,46 @@ def collect_quarantine(stages: dict[str, StageResult]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def read_evaluation(stages: dict[str, StageResult]) -> dict[str, Any]:
+    """The evaluate stage's ``evaluation.json`` (test and baseline metrics, ROC points, worst errors), or {}."""
+    evaluate = _ok(stages, "evaluate")
+    return json.loads((evaluate.dir / "evaluation.json").read_text()) if evaluate else {}
+
+
 def build_metrics(
-    config: BaseModel, stages: dict[str, StageResult], dataset: str, total_s: float, error: str | None
+    stages: dict[str, StageResult],
+    evaluation: dict[str, Any],
+    *,
+    dataset: str,
+    profile: str,
+    seed: int,
+    elapsed_s: float,
+    error: str | None,
 ) -> dict[str, Any]:
-    """metrics.json as ARCHITECTURE.md fixes it (nested; proportions as fractions)."""
-    cfg = config.model_dump(mode="json")
-    metrics: dict[str, Any] = {
-        "flow": "defect-detection",
-        "dataset": dataset,
-        "profile": cfg["profile"],
-        "seed": cfg["seed"],
-        "vigil_version": vigil_version(),
-        "timing_s": {name: round(st.seconds, 3) for name, st in stages.items()},
-        "cached": {name: st.cached for name, st in stages.items()},
-    }
-    metrics["timing_s"]["total"] = round(total_s, 3)
+    """metrics.json as docs/architecture.md fixes it (nested; proportions as fractions), before the comparison
+    with the previous run."""
+    metrics = run_metrics(FLOW, dataset, stages, elapsed_s, profile=profile, seed=seed)
     n: dict[str, int] = {}
-    if "label" in stages and not stages["label"].error:
-        for part, counts in stages["label"].summary["counts"].items():
+    if label := _ok(stages, "label"):
+        for part, counts in label.summary["counts"].items():
             n[part] = int(sum(counts.values()))
-        metrics["class_names"] = stages["label"].summary["class_names"]
-    if "quality" in stages and not stages["quality"].error:
-        n["checked"] = stages["quality"].summary["n_checked"]
+        metrics["class_names"] = label.summary["class_names"]
+    if quality := _ok(stages, "quality"):
+        n["checked"] = quality.summary["n_checked"]
     n["quarantined"] = int(len(collect_quarantine(stages)))
     metrics["n"] = n
-    if "train" in stages and not stages["train"].error:
-        s = stages["train"].summary
+    if train := _ok(stages, "train"):
+        s = train.summary
         metrics["train"] = {k: s.get(k) for k in ("model", "device", "best_epoch", "epochs_run", "n_parameters")}
-    if "evaluate" in stages and not stages["evaluate"].error:
-        ev = json.loads((stages["evaluate"].dir / "evaluation.json").read_text())
-        metrics["test"] = ev["test"]
-        if "baseline" in ev:
-            metrics["baseline"] = ev["baseline"]
-    synthetic = stages.get("evaluate-synthetic")
-    if synthetic is not None and not synthetic.error:
-        metrics["synthetic"] = json.loads((synthetic.dir / "synthetic.json").read_text())
-        gan = stages.get("synth")
-        if gan is not None and not gan.error:
-            metrics["synthetic"]["gan"] = {k: v for k, v in gan.summary.items() if k != "final_losses"}
+    if evaluation:
+        metrics["test"] = evaluation["test"]
+        if "baseline" in evaluation:
+            metrics["baseline"] = evaluation["baseline"]
+    if usefulness := _ok(stages, USEFULNESS):
+        metrics["synthetic"] = synthetic_metrics(usefulness, stages.get("synth"))
     if error:
         metrics["error"] = error
     return metrics
-
-
-def _fmt_acc(m: dict[str, Any] | None) -> str:
-    return f"{m['accuracy']:.4f}" if m else "n/a"
 
 
 def describe(metrics: dict[str, Any]) -> str:
@@ -112,171 +120,216 @@ def describe(metrics: dict[str, Any]) -> str:
     return f"{metrics['dataset']}: " + ", ".join(parts) + f" (n_test={metrics['n'].get('test', 0)})"
 
 
+def headline_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """Rows ``metric | model | baseline`` for the headline table (markdown, HTML and the table artifact)."""
+    test = metrics.get("test", {})
+    base = metrics.get("baseline", {})
+    return [{"metric": k, "model": fmt(test.get(k)), "baseline": fmt(base.get(k))} for k in HEADLINE_KEYS]
+
+
+# ------------------------------------------------------------------------------------------- run-directory files
+
+
+def write_run_files(
+    run_dir: Path, stages: dict[str, StageResult], evaluation: dict[str, Any], threshold_metric: str | None
+) -> pd.DataFrame:
+    """quarantine.csv, splits.csv, augment.json and model.pt in the run folder; returns the quarantine table."""
+    quarantine = collect_quarantine(stages)
+    quarantine.to_csv(run_dir / "quarantine.csv", index=False)
+    label, train, augment = _ok(stages, "label"), _ok(stages, "train"), _ok(stages, "augment")
+    if train and (train.dir / "splits.csv").is_file():
+        link_or_copy(train.dir / "splits.csv", run_dir / "splits.csv")  # real rows + the synthetic rows it used
+    elif label:
+        link_or_copy(label.dir / "splits.csv", run_dir / "splits.csv")
+    if augment:
+        link_or_copy(augment.dir / "augment.json", run_dir / "augment.json")
+    if train and evaluation:
+        _write_model(run_dir, train, evaluation, threshold_metric)
+    return quarantine
+
+
+def _write_model(run_dir: Path, train: StageResult, evaluation: dict[str, Any], threshold_metric: str | None) -> None:
+    """model.pt: the trained weights plus what prediction needs (decision threshold, positive class, test scores)."""
+    meta = torch.load(train.dir / "weights.pt", map_location="cpu", weights_only=True)
+    meta["threshold"] = evaluation["test"].get("threshold")
+    meta["threshold_metric"] = threshold_metric
+    meta["positive_class"] = meta["class_names"][1] if len(meta["class_names"]) == 2 else None
+    meta["test_metrics"] = {k: evaluation["test"].get(k) for k in ("accuracy", "balanced_accuracy", "roc_auc")}
+    torch.save(meta, run_dir / "model.pt")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ report sections
+
+
+def _stratum_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    base_groups = metrics.get("baseline", {}).get("by_group", {})
+    return [
+        {
+            "stratum": g,
+            "model accuracy": f"{m['accuracy']:.4f}",
+            "baseline accuracy": f"{base_groups[g]['accuracy']:.4f}" if base_groups.get(g) else "n/a",
+            "model balanced": f"{m['balanced_accuracy']:.4f}",
+            "n": m.get("n", ""),
+        }
+        for g, m in (metrics["test"].get("by_group") or {}).items()
+    ]
+
+
+def _test_sections(
+    doc: ReportDoc,
+    metrics: dict[str, Any],
+    evaluation: dict[str, Any],
+    comparison: Comparison | None,
+    threshold_metric: str | None,
+) -> None:
+    """Headline table, comparison with the previous run, per-stratum table, confusion matrices, ROC, threshold and
+    the most confident errors."""
+    rows = headline_rows(metrics)
+    body = html_table(rows) + f"<p>{html.escape(describe(metrics))}</p>"
+    doc.add("Headline (test split)", body, "## Headline (test split)", markdown_table(rows))
+    if comparison is not None:
+        doc.comparison(comparison)
+    if group_rows := _stratum_rows(metrics):
+        doc.add("Per stratum", html_table(group_rows), "## Per stratum", markdown_table(group_rows))
+    class_names = metrics.get("class_names", [])
+    cm = plot_confusion(metrics["test"]["confusion_matrix"], class_names, "network")
+    plots = [img_tag(cm, "confusion matrix")]
+    if "baseline" in metrics:
+        plots.append(img_tag(plot_confusion(metrics["baseline"]["confusion_matrix"], class_names, "SVM"), "svm"))
+    roc = plot_roc({"network": evaluation["roc"].get("cnn"), "SVM baseline": evaluation["roc"].get("baseline")})
+    plots.append(img_tag(roc, "ROC"))
+    md = ["## Confusion matrix and ROC", f"![confusion]({png_data_uri(cm)})"]
+    doc.add("Confusion matrices and ROC", " ".join(plots), *md, *([f"![roc]({png_data_uri(roc)})"] if roc else []))
+    thr = metrics["test"].get("threshold")
+    if thr is not None:
+        doc.add(
+            "Decision threshold",
+            f"<p>{thr:.4f} on the positive-class probability, chosen on the validation split to maximise "
+            f"{html.escape(str(threshold_metric))}; stored in model.pt.</p>",
+        )
+    if worst := plot_worst(evaluation.get("worst_errors", [])):
+        doc.add("Most confident errors (test)", img_tag(worst, "worst errors"))
+
+
+def _training_section(doc: ReportDoc, train: StageResult) -> None:
+    history = json.loads((train.dir / "history.json").read_text())
+    if not history:
+        return
+    curves = plot_learning_curves(history)
+    s = train.summary
+    doc.add(
+        "Training",
+        f"<p>{html.escape(str(s['model']))} ({s['n_parameters']:,} parameters) on {s['device']}; "
+        f"best epoch {s['best_epoch']} of {s['epochs_run']}.</p>" + img_tag(curves, "learning curves"),
+        "## Learning curves",
+        f"![curves]({png_data_uri(curves)})",
+    )
+
+
+def _synthetic_section(doc: ReportDoc, metrics: dict[str, Any], synth: StageResult) -> None:
+    grid = grid_png(synth.dir / "grid.png")
+    names = ", ".join(metrics.get("class_names", []))
+    extra = f"<p>GAN samples, one row per class ({html.escape(names)}).</p>" + img_tag(grid, "synthetic grid")
+    title, body, synth_md = synthetic_section(metrics["synthetic"], extra)
+    doc.add(title, body, *synth_md, *([f"![synthetic samples]({png_data_uri(grid)})"] if grid else []))
+
+
+def _augment_section(doc: ReportDoc, augment: StageResult) -> None:
+    grid = grid_png(augment.dir / "augment_grid.png")
+    doc.add(
+        "Augmentation",
+        f"<p>{html.escape(', '.join(augment.summary['transforms']))}. Each row: the original, then "
+        f"augmented copies.</p>" + img_tag(grid, "augmentation grid"),
+    )
+
+
+def report_body(
+    metrics: dict[str, Any],
+    stages: dict[str, StageResult],
+    evaluation: dict[str, Any],
+    comparison: Comparison | None,
+    quarantine: pd.DataFrame,
+    run_dir: Path,
+    error: str | None,
+    threshold_metric: str | None,
+) -> ReportDoc:
+    """report.html's sections and the markdown artifact, in reading order."""
+    doc = ReportDoc(md=[f"# {FLOW} on {metrics['dataset']}"])
+    if error:
+        doc.failure(error)
+    if "test" in metrics:
+        _test_sections(doc, metrics, evaluation, comparison, threshold_metric)
+    if train := _ok(stages, "train"):
+        _training_section(doc, train)
+    if "synthetic" in metrics:
+        _synthetic_section(doc, metrics, stages["synth"])
+    if augment := _ok(stages, "augment"):
+        _augment_section(doc, augment)
+    qrows = quarantine.to_dict("records")
+    doc.add(
+        f"Quarantined inputs ({len(qrows)})",
+        html_table(qrows[:200]),
+        f"**Quarantined inputs:** {len(qrows)} (see quarantine.csv)",
+    )
+    doc.closing(metrics, run_dir)
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------------ the task
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report_images_task(
-    config: BaseModel,
+    *,
+    cfg: ReportConfig,
     ctx: RunContext,
     stages: dict[str, StageResult],
-    total_s: float,
+    profile: str,
+    seed: int,
+    elapsed_s: float,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """Write the run directory's files and publish the artifacts; works on partial results after a failure."""
+    """Write the run directory's files and publish the artifacts; works on partial results after a failure.
+
+    Args:
+        cfg: The report section (regression tolerances, whether a regression fails the run).
+        ctx: The run's context (run folder, flow name, served report URL).
+        stages: Every stage record so far, keyed by stage name in the order the stages ran (a failed flow hands
+            over what it has).
+        profile: The run's profile name (metrics.json; only runs of one profile are compared).
+        seed: The run's seed (metrics.json).
+        elapsed_s: Seconds the flow has run so far (``timing_s.total``).
+        error: The error the flow stops with, if any.
+
+    Returns:
+        The metrics written to metrics.json (with ``error`` when the run failed, or failed for a regression).
+    """
     logger = get_run_logger()
     run_dir = Path(ctx.run_dir)
     ingest = stages.get("ingest")
-    source = ingest.summary.get("source", "data") if ingest and not ingest.error else "data"
-    root = ingest.summary.get("root") if ingest and not ingest.error else config.ingest.path
+    source, root = ingest_source(ingest, "data")
     dataset = dataset_slug(source, root)
-    metrics = build_metrics(config, stages, dataset, total_s, error)
-    comparison = regression_check(
-        metrics, run_dir, config.report.regression_tolerance, rate_tolerance=config.report.regression_rate_tolerance
+    evaluation = read_evaluation(stages)
+    evaluate = _ok(stages, "evaluate")
+    threshold_metric = evaluate.summary.get("threshold_metric") if evaluate else None
+    metrics = build_metrics(
+        stages, evaluation, dataset=dataset, profile=profile, seed=seed, elapsed_s=elapsed_s, error=error
     )
-    if comparison is not None:
-        metrics["regression"] = comparison.to_dict()
-        if comparison.regressed and config.report.fail_on_regression:
-            error = metrics["error"] = comparison.flag()
-    sections: list[tuple[str, str]] = []
-    md: list[str] = [f"# defect-detection on {dataset}"]
-    if error:
-        sections.append(("Run failed", f"<div class='err'>{html.escape(error)}</div>"))
-        md.append(f"**Run failed:** {error}")
-
-    quarantine = collect_quarantine(stages)
-    quarantine.to_csv(run_dir / "quarantine.csv", index=False)
-    label = stages.get("label")
-    train = stages.get("train")
-    if train and not train.error and (train.dir / "splits.csv").is_file():
-        link_or_copy(train.dir / "splits.csv", run_dir / "splits.csv")  # real rows + the synthetic rows it used
-    elif label and not label.error:
-        link_or_copy(label.dir / "splits.csv", run_dir / "splits.csv")
-    augment = stages.get("augment")
-    if augment and not augment.error:
-        link_or_copy(augment.dir / "augment.json", run_dir / "augment.json")
-
-    evaluation: dict[str, Any] = {}
-    evaluate = stages.get("evaluate")
-    if evaluate and not evaluate.error:
-        evaluation = json.loads((evaluate.dir / "evaluation.json").read_text())
-    if train and not train.error and evaluation:
-        meta = torch.load(train.dir / "weights.pt", map_location="cpu", weights_only=True)
-        meta["threshold"] = evaluation["test"].get("threshold")
-        meta["threshold_metric"] = config.evaluate.threshold_metric
-        meta["positive_class"] = meta["class_names"][1] if len(meta["class_names"]) == 2 else None
-        meta["test_metrics"] = {k: evaluation["test"].get(k) for k in ("accuracy", "balanced_accuracy", "roc_auc")}
-        torch.save(meta, run_dir / "model.pt")
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-
-    if "test" in metrics:
-        rows = headline_rows(metrics)
-        sections.append(("Headline (test split)", html_table(rows) + f"<p>{html.escape(describe(metrics))}</p>"))
-        md += ["## Headline (test split)", markdown_table(rows)]
-        if comparison is not None:
-            sections.append(
-                (
-                    "Compared with the previous run",
-                    html_table(comparison_rows(comparison)) + f"<p>{html.escape(comparison.summary())}</p>",
-                )
-            )
-            md += ["## Compared with the previous run", comparison_markdown(comparison)]
-        by_group = metrics["test"].get("by_group")
-        if by_group:
-            base_groups = metrics.get("baseline", {}).get("by_group", {})
-            group_rows = [
-                {
-                    "stratum": g,
-                    "model accuracy": f"{m['accuracy']:.4f}",
-                    "baseline accuracy": _fmt_acc(base_groups.get(g)),
-                    "model balanced": f"{m['balanced_accuracy']:.4f}",
-                    "n": m.get("n", ""),
-                }
-                for g, m in by_group.items()
-            ]
-            sections.append(("Per stratum", html_table(group_rows)))
-            md += ["## Per stratum", markdown_table(group_rows)]
-        class_names = metrics.get("class_names", [])
-        cm = plot_confusion(metrics["test"]["confusion_matrix"], class_names, "network")
-        plots = [img_tag(cm, "confusion matrix")]
-        if "baseline" in metrics:
-            plots.append(img_tag(plot_confusion(metrics["baseline"]["confusion_matrix"], class_names, "SVM"), "svm"))
-        roc = plot_roc({"network": evaluation["roc"].get("cnn"), "SVM baseline": evaluation["roc"].get("baseline")})
-        plots.append(img_tag(roc, "ROC"))
-        sections.append(("Confusion matrices and ROC", " ".join(plots)))
-        md += ["## Confusion matrix and ROC", f"![confusion]({png_data_uri(cm)})"]
-        if roc:
-            md.append(f"![roc]({png_data_uri(roc)})")
-        thr = metrics["test"].get("threshold")
-        if thr is not None:
-            sections.append(
-                (
-                    "Decision threshold",
-                    f"<p>{thr:.4f} on the positive-class probability, chosen on the validation split to maximise "
-                    f"{html.escape(config.evaluate.threshold_metric)}; stored in model.pt.</p>",
-                )
-            )
-        worst = plot_worst(evaluation.get("worst_errors", []))
-        if worst:
-            sections.append(("Most confident errors (test)", img_tag(worst, "worst errors")))
-    if train and not train.error:
-        history = json.loads((train.dir / "history.json").read_text())
-        if history:
-            curves = plot_learning_curves(history)
-            s = train.summary
-            sections.append(
-                (
-                    "Training",
-                    f"<p>{html.escape(str(s['model']))} ({s['n_parameters']:,} parameters) on {s['device']}; "
-                    f"best epoch {s['best_epoch']} of {s['epochs_run']}.</p>" + img_tag(curves, "learning curves"),
-                )
-            )
-            md += ["## Learning curves", f"![curves]({png_data_uri(curves)})"]
-    if "synthetic" in metrics:
-        synth = stages["synth"]
-        grid = grid_png(synth.dir / "grid.png")
-        names = ", ".join(metrics.get("class_names", []))
-        extra = f"<p>GAN samples, one row per class ({html.escape(names)}).</p>" + img_tag(grid, "synthetic grid")
-        title, body, synth_md = synthetic_section(metrics["synthetic"], extra)
-        sections.append((title, body))
-        md += synth_md
-        if grid:
-            md.append(f"![synthetic samples]({png_data_uri(grid)})")
-    if augment and not augment.error:
-        grid = grid_png(augment.dir / "augment_grid.png")
-        sections.append(
-            (
-                "Augmentation",
-                f"<p>{html.escape(', '.join(augment.summary['transforms']))}. Each row: the original, then "
-                f"augmented copies.</p>" + img_tag(grid, "augmentation grid"),
-            )
-        )
-    qrows = quarantine.to_dict("records")
-    sections.append((f"Quarantined inputs ({len(qrows)})", html_table(qrows[:200])))
-    md.append(f"**Quarantined inputs:** {len(qrows)} (see quarantine.csv)")
-    timing_rows = [
-        {"stage": k, "seconds": f"{v:.1f}", "cached": metrics["cached"].get(k, "")}
-        for k, v in metrics["timing_s"].items()
-    ]
-    sections.append(("Stage timings", html_table(timing_rows)))
-    sections.append(("Configuration", f"<pre>{html.escape((run_dir / 'config.yaml').read_text())}</pre>"))
+    comparison = regression_check(
+        metrics, run_dir, cfg.regression_tolerance, rate_tolerance=cfg.regression_rate_tolerance
+    )
+    error = regression_failure(metrics, comparison, cfg.fail_on_regression) or error
+    quarantine = write_run_files(run_dir, stages, evaluation, threshold_metric)
+    doc = report_body(metrics, stages, evaluation, comparison, quarantine, run_dir, error, threshold_metric)
 
     write_json(run_dir / "metrics.json", metrics)
-    (run_dir / "report.html").write_text(render_html(f"defect-detection — {dataset}", sections))
-    write_json(
-        run_dir / "lineage.json",
-        {
-            "dataset": {"slug": dataset, "source": source, "root": root, "ingest_key": ingest.key if ingest else None},
-            "stage_keys": {k: v.key for k, v in stages.items()},
-            "code_version": code_version(),
-            "git_commit": git_commit(),
-            "packages": package_versions(),
-            "hardware": hardware(),
-            "timing_s": metrics["timing_s"],
-        },
-    )
-    description = describe(metrics)
-    if comparison is not None and comparison.regressed and "error" not in metrics:
-        description = f"{comparison.flag()}; {description}"
-    key = f"defect-detection-{dataset}"
-    create_markdown_artifact("\n\n".join(md), key=f"{key}-report", description=description)
+    (run_dir / "report.html").write_text(render_html(f"{FLOW} — {dataset}", doc.sections))
+    lineage = {"slug": dataset, "source": source, "root": root, "ingest_key": ingest.key if ingest else None}
+    write_lineage(run_dir, lineage, stages, metrics["timing_s"])
+    description = card_description(describe(metrics), comparison, metrics)
+    key = f"{FLOW}-{dataset}"
+    create_markdown_artifact("\n\n".join(doc.md), key=f"{key}-report", description=description)
     table = [{"metric": r["metric"], "model": r["model"], "baseline": r["baseline"]} for r in headline_rows(metrics)]
     create_table_artifact(table, key=f"{key}-metrics", description=description)
     publish_report_link(ctx.report_url, f"{ctx.flow}-{dataset}-report-link", description)

@@ -28,11 +28,11 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from scipy.signal import welch
 
-from models.gan import fit_gan, sample_gan
+from models.gan_training import fit_gan, sample_gan
 from models.registry import create_model
-from models.training import select_device
+from models.runtime import select_device
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
-from tasks.config import EegSynthConfig, EegTrainConfig
+from tasks.config import EegSynthConfig
 from tasks.eeg_windows import ARRAY, MANIFEST, detection_training_windows, load_windows, read_windows
 from tasks.rundir import RunContext
 from tasks.synth.training import GAN_FIELDS, GanProgress, gan_config
@@ -136,17 +136,33 @@ def synthesize_eeg(
         "resumed_from_step": result.resumed_from_step,
         "gan_seconds": result.seconds,
         "task": "detection",
+        "ratio": cfg.ratio,
     }
 
 
 @task(name="synth", cache_policy=NO_CACHE)
 def synth_eeg_task(
-    cfg: EegSynthConfig, train_cfg: EegTrainConfig, label: StageResult, ingest: StageResult, ctx: RunContext
+    *, cfg: EegSynthConfig, ctx: RunContext, ingest: StageResult, label: StageResult, normalize: str
 ) -> StageResult:
-    """Train the EEG GAN on the detection training windows and write its windows; cached like any stage."""
+    """Train the EEG GAN on the detection training windows and write its windows; cached like any stage.
+
+    Args:
+        cfg: The synth section.
+        ctx: The run.
+        ingest: The ingest stage's record (signals, channels).
+        label: The label stage's record (windows, split).
+        normalize: The classifier's window normalisation (``train.normalize``), passed by the flow because it is
+            part of the model-input contract: the GAN learns and writes windows in that normalisation, so they go
+            straight into training next to real ones.
+
+    Returns:
+        The record; besides what the GAN made, its summary says how training uses the windows: ``classes`` (the
+        classes the real + synthetic arm adds) and ``synthetic_weight`` (a synthetic window's loss weight). Those
+        two do not change the GAN's output, so they are not in its key and are set on every return, cached or not.
+    """
     logger = get_run_logger()
     gan_fields = cfg.model_dump(include=set(GAN_FIELDS))
-    key = stage_key("synth", label.key, gan_fields, train_cfg.normalize, ctx.seed)
+    key = stage_key("synth", label.key, gan_fields, normalize, ctx.seed)
 
     def build(out: Path) -> dict:
         progress = GanProgress(cfg.steps, logger, "EEG GAN")
@@ -156,7 +172,7 @@ def synth_eeg_task(
             int(label.summary["window_samples"]),
             float(label.summary["sfreq"]),
             cfg,
-            train_cfg.normalize,
+            normalize,
             ctx.seed,
             out,
             Path(ctx.run_dir) / "checkpoints" / "gan",
@@ -165,6 +181,7 @@ def synth_eeg_task(
 
     result = run_stage(StageCache(ctx.cache_root), "synth", key, build, ctx.refreshes("synth"))
     if not result.error:
+        result.summary.update(classes=cfg.classes, synthetic_weight=cfg.synthetic_weight)
         s = result.summary
         logger.info(
             "synth: %d synthetic windows from %d GAN steps on %d training windows%s",

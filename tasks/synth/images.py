@@ -24,9 +24,9 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from models.gan import GanResult, fit_gan, sample_gan
+from models.gan_training import GanResult, fit_gan, sample_gan
 from models.registry import create_model
-from models.training import select_device
+from models.runtime import select_device
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import SynthConfig
 from tasks.image_io import load_image
@@ -156,8 +156,14 @@ def synthesize_images(
 
 
 @task(name="synth", cache_policy=NO_CACHE)
-def synth_images_task(cfg: SynthConfig, label: StageResult, ctx: RunContext) -> StageResult:
-    """Train the GAN and write its samples; cached on the label stage's key, the GAN settings and the seed."""
+def synth_images_task(*, cfg: SynthConfig, ctx: RunContext, label: StageResult) -> StageResult:
+    """Train the GAN and write its samples; cached on the label stage's key, the GAN settings and the seed.
+
+    The returned record's summary also says how training uses the samples: ``selection`` holds ``classes`` (all,
+    or the minority classes) and ``synthetic_weight`` (their loss weight), which the train stage reads instead of
+    the synth section. They are added after the cache lookup, not stored with the entry: they do not change what
+    the GAN makes, so changing them must not retrain it.
+    """
     logger = get_run_logger()
     gan_fields = cfg.model_dump(include={*GAN_FIELDS, "image_size"})
     key = stage_key("synth", label.key, gan_fields, ctx.seed)
@@ -177,6 +183,8 @@ def synth_images_task(cfg: SynthConfig, label: StageResult, ctx: RunContext) -> 
 
     result = run_stage(StageCache(ctx.cache_root), "synth", key, build, ctx.refreshes("synth"))
     if not result.error:
+        selection = {"classes": cfg.classes, "synthetic_weight": cfg.synthetic_weight}
+        result = result.model_copy(update={"summary": {**result.summary, "selection": selection}})
         logger.info(
             "synth: %d synthetic images (%s) from %d GAN steps%s",
             result.summary["n_generated"],

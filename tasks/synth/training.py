@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from models.gan import GanConfig
+from models.gan_training import GanConfig
 from tasks.config import EegSynthConfig, SynthConfig
 
 #: Generator steps between checkpoints: at ~10 steps/s on 2 CPU cores, a kill loses at most ~20 s of GAN work.
@@ -25,7 +25,7 @@ GAN_FIELDS = ("model", "model_kwargs", "steps", "batch_size", "lr_g", "lr_d", "n
 
 
 def gan_config(cfg: SynthConfig | EegSynthConfig, seed: int, device: torch.device) -> GanConfig:
-    """The :class:`models.gan.GanConfig` of a synth section (``n_critic=None`` keeps the loss's default)."""
+    """The :class:`models.gan_training.GanConfig` of a synth section (``n_critic=None`` keeps the loss's default)."""
     kwargs: dict[str, Any] = {
         "steps": cfg.steps,
         "batch_size": cfg.batch_size,

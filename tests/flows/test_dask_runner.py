@@ -20,8 +20,8 @@ from conftest import add_bad_files, write_part_folder
 from flows.config import resolve_config
 from flows.defect_detection import defect_detection
 from tasks.config import RunnerConfig
+from tasks.quality.checks import apply_checks
 from tasks.quality.fanout import check_images, check_images_flow, checks_from_results
-from tasks.quality.images import apply_checks
 from tasks.runner import task_runner
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from conftest import add_bad_files, write_part_folder
 
 from flows.config import resolve_config
 from flows.defect_detection import defect_detection
-from tasks.train.images import load_model
+from tasks.image_classifier import load_model
 
 RUN_FILES = (
     "metrics.json",

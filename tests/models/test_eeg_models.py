@@ -12,7 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-import models.eeg  # noqa: F401  (registers the EEG models whether or not models/__init__ imports them)
+import models.eeg_cnn  # noqa: F401  (registers the EEG models whether or not models/__init__ imports them)
+import models.eeg_cnn_lstm  # noqa: F401
+import models.eeg_transformer  # noqa: F401
+from models.eeg_layers import temporal_pool
 from models.registry import create_model, list_models, model_family
 from models.training import count_parameters
 
@@ -174,7 +177,7 @@ def test_kwargs_override_architecture() -> None:
 def test_last_pooling_reads_each_lstm_direction_at_its_end() -> None:
     """A backward LSTM has seen the whole window at t = 0, so 'last' must read that half there."""
     features = torch.arange(2 * 4 * 5, dtype=torch.float32).reshape(2, 4, 5)
-    pooled = models.eeg.temporal_pool(features, "last", bidirectional=True)
+    pooled = temporal_pool(features, "last", bidirectional=True)
     torch.testing.assert_close(pooled, torch.cat([features[:, :2, -1], features[:, 2:, 0]], dim=1))
 
 
@@ -222,7 +225,7 @@ def test_import_models_eeg_needs_only_torch_and_numpy() -> None:
         "import sys\n"
         "import numpy, torch\n"
         "before = {m.split('.')[0] for m in sys.modules}\n"
-        "import models.eeg\n"
+        "import models.eeg_cnn, models.eeg_cnn_lstm, models.eeg_transformer\n"
         "print(','.join(models.registry.list_models('eeg')))\n"
         "print(','.join(sorted({m.split('.')[0] for m in sys.modules} - before - set(sys.stdlib_module_names))))\n"
     )

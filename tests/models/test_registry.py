@@ -161,3 +161,14 @@ def test_import_models_registers_image_models_and_needs_only_torch_and_numpy() -
     registered, new_third_party = out.strip().splitlines()
     assert registered.split(",") == IMAGE_MODELS
     assert new_third_party == "models"
+
+
+def test_import_models_imports_every_module_that_registers_models() -> None:
+    """A model file that `models/__init__.py` forgets to import would register nothing: `create_model` could not
+    find its models unless a caller happened to import the file itself."""
+    package = Path(__file__).resolve().parents[2] / "models"
+    registering = sorted(f"models.{p.stem}" for p in package.glob("*.py") if "@register_model(" in p.read_text())
+    assert {"models.images", "models.gan", "models.eeg_cnn"} <= set(registering)
+    code = f"import sys, models\nprint(','.join(m for m in {registering!r} if m not in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=package.parent, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

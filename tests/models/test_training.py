@@ -15,16 +15,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import models.images  # noqa: F401  (registers the image models)
 from models.registry import create_model
+from models.runtime import CHECKPOINT_NAME
 from models.training import (
-    CHECKPOINT_NAME,
     FitConfig,
     TensorBatches,
     classification_metrics,
     count_parameters,
     fit,
+    improved,
     predict_proba,
-    save_atomic,
-    select_device,
     weighted_cross_entropy,
 )
 
@@ -173,19 +172,6 @@ def test_checkpoint_from_another_setup_is_refused(vector_loaders, tmp_path: Path
         fit(mlp(), train, val, cfg(epochs=1), checkpoint_dir=tmp_path, class_weights=torch.tensor([1.0, 2.0]))
 
 
-def test_save_atomic_keeps_the_old_file_when_interrupted(tmp_path: Path) -> None:
-    class Explodes:
-        def __reduce__(self):
-            raise KeyboardInterrupt
-
-    path = tmp_path / "last.pt"
-    save_atomic({"epoch": 1}, path)
-    with pytest.raises(KeyboardInterrupt):
-        save_atomic({"epoch": 2, "bad": Explodes()}, path)
-    assert torch.load(path, weights_only=True) == {"epoch": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
-
-
 def test_early_stopping_stops_when_the_monitored_metric_stalls(vector_loaders) -> None:
     train, val = vector_loaders
     # lr = 0: the weights never change, so the validation loss never improves after epoch 1
@@ -332,12 +318,7 @@ def test_fit_accepts_tensor_batches(vector_loaders) -> None:
     assert result.best_metric > 0.8
 
 
-def test_select_device_and_config_validation() -> None:
-    assert select_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
-        assert select_device(None) == torch.device("cpu")
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            select_device("cuda")
+def test_config_validation() -> None:
     with pytest.raises(ValueError, match="schedule"):
         FitConfig(schedule="step")
     with pytest.raises(ValueError, match="monitor"):
@@ -368,3 +349,9 @@ def test_onecycle_survives_runs_shorter_than_its_warmup() -> None:
             FitConfig(epochs=epochs, schedule="onecycle", patience=None),
         )
         assert result.epochs_run == epochs
+
+
+def test_improved_follows_the_monitor_direction() -> None:
+    assert improved(0.5, math.nan, "loss") and not improved(math.nan, math.nan, "accuracy")
+    assert improved(0.4, 0.5, "loss") and not improved(0.6, 0.5, "loss")
+    assert improved(0.6, 0.5, "balanced_accuracy") and not improved(0.5, 0.5, "accuracy")

@@ -1,0 +1,310 @@
+"""The image classifier's fit and load: decode once, augment on the fly, fit a registry model, read it back.
+
+Pure of the pipeline's machinery (no Prefect, no stage cache): the train stage and the synth stage's usefulness
+experiment both fit through :func:`train_classifier` (via :mod:`tasks.image_training`), so every arm of that
+experiment is trained exactly like the headline model.
+
+Images are decoded and resized once into one uint16 array (16-bit keeps 12/16-bit sensors' precision); the
+Dataset lives here, in an importable module, because served Prefect runs cannot pickle classes defined in a
+flow's entry file. The sampler hands each index its own augmentation seed derived from (seed, epoch, position),
+so a run is reproducible whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from models.registry import create_model
+from models.runtime import select_device
+from models.training import FitConfig, FitResult, fit, predict_proba
+from tasks.config import TrainConfig
+from tasks.image_augmentation import apply
+from tasks.image_io import load_image
+from tasks.sampling import SeededSampler, class_weights, default_workers
+
+
+def decode_images(paths: list[str], size: int, channels: int, array_path: Path) -> np.ndarray:
+    """All images as one memory-mapped uint16 array (N, size, size, channels) at ``array_path``."""
+    arr = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint16, shape=(len(paths), size, size, channels))
+    for i, path in enumerate(paths):
+        arr[i] = np.round(load_image(path, size, channels) * 65535.0).astype(np.uint16)
+    arr.flush()
+    return np.load(array_path, mmap_mode="r")
+
+
+class ImageArrayDataset(Dataset):
+    """Rows of the decoded array, optionally augmented, normalised, as ``(x (C, H, W), y, weight)``."""
+
+    def __init__(
+        self,
+        array: np.ndarray,
+        labels: np.ndarray,
+        weights: np.ndarray,
+        mean: list[float],
+        std: list[float],
+        transform: A.Compose | None = None,
+    ) -> None:
+        self.array = array
+        self.labels = labels.astype(np.int64)
+        self.weights = weights.astype(np.float32)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, float]:
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        image = self.array[index].astype(np.float32) / 65535.0
+        if self.transform is not None:
+            image = apply(self.transform, image, seed)
+        image = (image - self.mean) / self.std
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return x, int(self.labels[index]), float(self.weights[index])
+
+
+def channel_stats(array: np.ndarray, max_images: int = 2048) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the training images (a strided subset bounds the cost on large sets)."""
+    step = max(1, math.ceil(len(array) / max_images))
+    sample = np.asarray(array[::step], dtype=np.float32) / 65535.0
+    mean = sample.mean(axis=(0, 1, 2))
+    std = np.maximum(sample.std(axis=(0, 1, 2)), 1e-3)
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+@dataclass
+class TrainOutput:
+    """What :func:`train_classifier` leaves behind: the files it wrote and the fit's history and facts."""
+
+    weights_path: Path
+    predictions_path: Path
+    history: list[dict]
+    fit: FitResult
+    n_parameters: int
+
+
+@dataclass
+class _Splits:
+    """The decoded images of one training table and how they divide into train/val/test."""
+
+    array: np.ndarray  # (N, size, size, C) uint16, memory-mapped
+    labels: np.ndarray  # (N,) int64
+    weights: np.ndarray  # (N,) float32
+    idx: dict[str, np.ndarray]  # split name -> row positions
+    channels: int
+    mean: list[float]
+    std: list[float]
+
+    def dataset(self, part: str, transform: A.Compose | None) -> ImageArrayDataset:
+        i = self.idx[part]
+        return ImageArrayDataset(self.array[i], self.labels[i], self.weights[i], self.mean, self.std, transform)
+
+
+def _decode_splits(table: pd.DataFrame, image_size: int, array_path: Path) -> _Splits:
+    """Decode every row once (grey unless the quality stage saw colour) and take channel stats on train."""
+    grey = bool(table["grey"].all()) if "grey" in table else True
+    channels = 1 if grey else 3
+    array = decode_images(table["path"].tolist(), image_size, channels, array_path)
+    split = table["split"].to_numpy()
+    labels = table["label"].to_numpy().astype(np.int64)
+    weights = table["weight"].to_numpy().astype(np.float32)
+    idx = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    mean, std = channel_stats(array[idx["train"]])
+    return _Splits(array, labels, weights, idx, channels, mean, std)
+
+
+def _loaders(
+    data: _Splits, cfg: TrainConfig, transform: A.Compose, seed: int, device: torch.device
+) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Train (augmented, seeded sampler), val and test loaders (in table order, not augmented)."""
+    workers = default_workers(device, cfg.num_workers)
+    loader_kw = {
+        "batch_size": cfg.batch_size,
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": workers > 0,
+    }
+    train_loader = DataLoader(
+        data.dataset("train", transform),
+        sampler=SeededSampler(len(data.idx["train"]), seed),
+        drop_last=False,
+        **loader_kw,
+    )
+    val_loader = DataLoader(data.dataset("val", None), shuffle=False, **loader_kw)
+    test_loader = DataLoader(data.dataset("test", None), shuffle=False, **loader_kw)
+    return train_loader, val_loader, test_loader
+
+
+def _fit_config(cfg: TrainConfig, device: torch.device, seed: int) -> FitConfig:
+    """The fit loop's settings that the train section means."""
+    return FitConfig(
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        patience=cfg.patience,
+        monitor=cfg.monitor,
+        amp=cfg.amp,
+        amp_cpu=cfg.amp_cpu,
+        device=str(device),
+        label_smoothing=cfg.label_smoothing,
+        seed=seed,
+    )
+
+
+def _prediction_rows(
+    model: torch.nn.Module,
+    loaders: dict[str, DataLoader],
+    data: _Splits,
+    sample_ids: pd.Series,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> pd.DataFrame:
+    """Class probabilities of every val and test row: ``sample_id, split, label, prob_0 .. prob_{C-1}``."""
+    rows = []
+    for part, loader in loaders.items():
+        proba = predict_proba(model, loader, device=device, amp=cfg.amp, amp_cpu=cfg.amp_cpu)
+        for j, i in enumerate(data.idx[part]):
+            rows.append(
+                {"sample_id": sample_ids.iat[i], "split": part, "label": int(data.labels[i])}
+                | {f"prob_{k}": float(proba[j, k]) for k in range(proba.shape[1])}
+            )
+    return pd.DataFrame(rows)
+
+
+def _save_weights(
+    path: Path,
+    model: torch.nn.Module,
+    model_kwargs: dict[str, Any],
+    class_names: list[str],
+    data: _Splits,
+    cfg: TrainConfig,
+    seed: int,
+    best_epoch: int,
+) -> None:
+    """``weights.pt``: everything :func:`load_model` and a deployment need to preprocess and decide the same way."""
+    torch.save(
+        {
+            "arch": cfg.model,
+            "kwargs": model_kwargs,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "class_names": list(class_names),
+            "in_chans": data.channels,
+            "image_size": cfg.image_size,
+            "normalization": {"mean": data.mean, "std": data.std, "scale": "pixel / dtype max (255 or 65535)"},
+            "preprocess": "decode with OpenCV (BGR->RGB), resize to image_size x image_size with INTER_AREA",
+            "seed": seed,
+            "best_epoch": best_epoch,
+        },
+        path,
+    )
+
+
+def train_classifier(
+    table: pd.DataFrame,
+    class_names: list[str],
+    cfg: TrainConfig,
+    transform: A.Compose,
+    seed: int,
+    out_dir: Path,
+    checkpoint_dir: Path | None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    on_batch_end: Callable[[int, int], None] | None = None,
+) -> TrainOutput:
+    """Fit ``cfg.model`` on the train split with early stopping on val; write weights and val/test predictions.
+
+    ``table`` is the label stage's split table (SPLIT_COLUMNS). Outputs go to ``out_dir``: ``images.npy`` is not
+    kept (it is cheap to rebuild), ``weights.pt`` and ``predictions.csv`` are. ``cfg.threads`` sets torch's CPU
+    threads for the fit only; the previous count is restored afterwards, even when the fit fails.
+    """
+    previous_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train_classifier(
+            table, class_names, cfg, transform, seed, out_dir, checkpoint_dir, on_epoch_end, on_batch_end
+        )
+    finally:
+        if cfg.threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _train_classifier(
+    table: pd.DataFrame,
+    class_names: list[str],
+    cfg: TrainConfig,
+    transform: A.Compose,
+    seed: int,
+    out_dir: Path,
+    checkpoint_dir: Path | None,
+    on_epoch_end: Callable[[dict], None] | None,
+    on_batch_end: Callable[[int, int], None] | None,
+) -> TrainOutput:
+    data = _decode_splits(table, cfg.image_size, out_dir / "images.npy")
+    device = select_device(cfg.device)
+    train_loader, val_loader, test_loader = _loaders(data, cfg, transform, seed, device)
+
+    torch.manual_seed(seed)
+    model_kwargs = {
+        **cfg.model_kwargs,
+        "in_chans": data.channels,
+        "num_classes": len(class_names),
+        "drop_rate": cfg.drop_rate,
+    }
+    model = create_model(cfg.model, **model_kwargs)
+    cw = class_weights(data.labels[data.idx["train"]], len(class_names)) if cfg.class_balanced else None
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        _fit_config(cfg, device, seed),
+        class_weights=cw,
+        checkpoint_dir=checkpoint_dir,
+        on_epoch_end=on_epoch_end,
+        on_batch_end=on_batch_end,
+    )
+    predictions = _prediction_rows(
+        model, {"val": val_loader, "test": test_loader}, data, table["sample_id"], cfg, device
+    )
+    predictions_path = out_dir / "predictions.csv"
+    predictions.to_csv(predictions_path, index=False)
+    weights_path = out_dir / "weights.pt"
+    _save_weights(weights_path, model, model_kwargs, class_names, data, cfg, seed, result.best_epoch)
+    (out_dir / "images.npy").unlink(missing_ok=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    return TrainOutput(weights_path, predictions_path, result.history, result, n_params)
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from a vigil ``model.pt`` (safe ``weights_only`` load) and return it with its metadata."""
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    model = create_model(meta["arch"], **meta["kwargs"])
+    model.load_state_dict(meta["state_dict"])
+    model.eval()
+    return model, meta
+
+
+def embed_images(weights_path: Path, paths: list[str], batch_size: int = 64) -> np.ndarray:
+    """Pre-logit features ``(N, F)`` of a trained vigil image model, preprocessed exactly as in training."""
+    model, meta = load_model(weights_path)
+    size, chans = int(meta["image_size"]), int(meta["in_chans"])
+    mean = np.asarray(meta["normalization"]["mean"], dtype=np.float32)
+    std = np.asarray(meta["normalization"]["std"], dtype=np.float32)
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, len(paths), batch_size):
+            batch = np.stack([(load_image(p, size, chans) - mean) / std for p in paths[i : i + batch_size]])
+            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+            feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
+    return np.concatenate(feats)

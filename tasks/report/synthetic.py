@@ -1,0 +1,82 @@
+"""The synthetic-data part of a report: its metrics.json section and its HTML / markdown section.
+
+Both flows measure the GAN's samples the same way (the synth stage's usefulness experiment writes
+``synthetic.json`` into its record's folder), so both reports show them the same way.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from tasks.cache import StageResult
+from tasks.report.common import fmt, html_table, img_tag, markdown_table, png_data_uri
+from tasks.report.plots import plot_gain
+
+#: Record key of the synth stage's usefulness experiment in a flow's ``stages`` dict.
+USEFULNESS = "synth-usefulness"
+
+#: The synth record's summary fields that metrics.json publishes under ``synthetic.gan`` (in the record's order).
+#: The record may carry more (the GAN's last losses, the class choice and ratio the train stage reads); those
+#: stay out, so metrics.json keeps one shape whatever the stages hand each other.
+GAN_SUMMARY_KEYS = (
+    "model",
+    "device",
+    "image_size",
+    "gan_train_images",
+    "gan_train_windows",
+    "gan_train_by_class",
+    "generated_by_class",
+    "n_generated",
+    "steps",
+    "resumed_from_step",
+    "gan_seconds",
+    "task",
+    "seconds",
+)
+
+SYNTHETIC_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
+_SYNTHETIC_MEANING = {
+    "tstr_balanced_accuracy": "trained on synthetic only, tested on real (0.5 = no class information)",
+    "gain_mean": "real + synthetic minus real only, mean over seeds (0.02 = two points)",
+    "gain_sd": "standard deviation of that gain over seeds",
+    "c2st_accuracy": "real vs synthetic told apart by a classifier (0.5 = indistinguishable)",
+    "nn_copy_rate": "synthetic samples closer to a real training sample than real samples are to each other",
+}
+
+
+def synthetic_metrics(usefulness: StageResult, synth: StageResult | None) -> dict[str, Any]:
+    """metrics.json's ``synthetic`` section: the experiment's ``synthetic.json`` plus the GAN's facts as ``gan``."""
+    synthetic = json.loads((usefulness.dir / "synthetic.json").read_text())
+    if synth is not None and not synth.error:
+        synthetic["gan"] = {k: v for k, v in synth.summary.items() if k in GAN_SUMMARY_KEYS}
+    return synthetic
+
+
+def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[str, str, list[str]]:
+    """HTML and markdown for the synthetic-data section: verdict, the five numbers, per-seed table and plot."""
+    rows = [{"measure": k, "value": fmt(synthetic.get(k)), "meaning": _SYNTHETIC_MEANING[k]} for k in SYNTHETIC_KEYS]
+    rows.append(
+        {
+            "measure": "frechet_distance_vigil_features",
+            "value": fmt(synthetic.get("frechet_distance_vigil_features")),
+            "meaning": str(synthetic.get("feature_space", "")),
+        }
+    )
+    seeds = [
+        {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in synthetic.get("per_seed", [])
+    ]
+    recipe = synthetic.get("gain_recipe", {})
+    text = (
+        f"<p><b>{html.escape(str(synthetic.get('verdict', '')))}</b>. {synthetic.get('n_added', 0)} synthetic "
+        f"samples added ({html.escape(str(synthetic.get('classes')))} classes, ratio {synthetic.get('ratio')}); "
+        f"comparison arms: {html.escape(json.dumps(recipe))}. The headline test metrics are the real + synthetic "
+        "model's; the real-only model's are under synthetic.real_only in metrics.json.</p>"
+    )
+    gain = plot_gain(synthetic["per_seed"]) if synthetic.get("per_seed") else None
+    body = text + html_table(rows) + html_table(seeds) + img_tag(gain, "gain per seed") + extra_html
+    md = ["## Synthetic data", str(synthetic.get("verdict", "")), markdown_table(rows)]
+    if gain:
+        md.append(f"![gain]({png_data_uri(gain)})")
+    return "Synthetic data (GAN)", body, md

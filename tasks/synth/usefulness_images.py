@@ -1,0 +1,183 @@
+"""Does the GAN's data help the image classifier? Measured in the run, on the real test split, never assumed.
+
+Four measurements, all reported under ``synthetic.*`` in metrics.json:
+
+- **gain**: real-only vs real + synthetic training, paired by seed (same split, same augmentation, same recipe),
+  over ``synth.seeds`` seeds; mean ± sd of the difference in test balanced accuracy. Every arm is a train-stage
+  entry in the cache, so the arm with the run's seed and the headline recipe *is* the headline training, and a
+  real-only arm reuses a training that an earlier run without synth already did;
+- **TSTR** (train on synthetic, test on real; Esteban et al., 2017): the classifier trained on synthetic images
+  only, validated and tested on real ones — how much class information the samples carry;
+- **C2ST** and **copy rate** in the feature space of the real-only classifier (one that never saw a synthetic
+  image, so it has not learned to tell them apart): see :mod:`tasks.synth.usefulness`;
+- a Fréchet distance in the same feature space (vigil's features, not Inception's: not comparable to FIDs).
+
+The comparison may use a cheaper recipe than the headline training (``synth.gain_epochs``,
+``synth.gain_image_size``) so that ``2 x seeds`` trainings fit a 2-core budget; the report says which.
+
+The experiment belongs to the synth stage (it judges the synth stage's output) but runs after training and
+evaluation: it takes the headline recipe from the train stage's record and the threshold metric from the evaluate
+stage's record, and trains its arms through the ground floor (:mod:`tasks.image_training`), never through the
+train or evaluate stage modules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
+from tasks.config import SynthConfig, TrainConfig
+from tasks.image_classifier import embed_images
+from tasks.image_scoring import evaluate_classifier
+from tasks.image_training import synthetic_selection, train_arm
+from tasks.rundir import RunContext
+from tasks.synth.usefulness import embedding_measures, paired_gain
+from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
+
+#: The measurements the stage record's summary carries (synthetic.json has them all).
+SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
+
+
+def gain_recipe(headline: TrainConfig, cfg: SynthConfig) -> TrainConfig:
+    """The recipe of the comparison's arms: the headline one, with ``synth.gain_epochs`` / ``gain_image_size``."""
+    return headline.model_copy(
+        update={
+            "epochs": cfg.gain_epochs or headline.epochs,
+            "image_size": cfg.gain_image_size or headline.image_size,
+        }
+    )
+
+
+@dataclass
+class _Arms:
+    """Trains the experiment's arms through the train-stage cache and scores each on the real test split."""
+
+    ctx: RunContext
+    label: StageResult
+    augment: StageResult
+    table: pd.DataFrame
+    threshold_metric: str
+    logger: logging.Logger
+    done: list[dict[str, Any]] = field(default_factory=list)
+
+    def train(self, cfg: TrainConfig, seed: int, name: str, **kw: Any) -> StageResult:
+        self.logger.info("synth-usefulness: arm %s", name)
+        result = train_arm(
+            cfg=cfg,
+            ctx=self.ctx,
+            label=self.label,
+            augment=self.augment,
+            seed=seed,
+            checkpoint_name=name,
+            logger=self.logger,
+            **kw,
+        )
+        self.done.append({"arm": name, "train_key": result.key, "cached": result.cached, "seconds": result.seconds})
+        return result
+
+    def score(self, result: StageResult) -> dict[str, Any]:
+        """Test metrics of a trained arm, its threshold chosen on validation like the headline model's."""
+        if result.error:
+            raise StageError(result.error)
+        predictions = pd.read_csv(result.dir / "predictions.csv", dtype={"sample_id": str})
+        class_names = self.label.summary["class_names"]
+        test, _, _ = evaluate_classifier(
+            predictions, self.table, class_names, threshold_metric=self.threshold_metric, worst_k=0
+        )
+        return test
+
+
+def _measure_usefulness(
+    arms: _Arms, cfg: SynthConfig, headline: TrainConfig, synth: StageResult, seed: int
+) -> dict[str, Any]:
+    """Every measurement of the module docstring, as ``synthetic.json`` holds them."""
+    rows, rows_key = synthetic_selection(synth, arms.label)
+    manifest = read_manifest(synth.dir)
+    real_train = gan_training_rows(arms.table)
+    all_rows = synthetic_rows(manifest, real_train["label"].to_numpy().astype(np.int64), "all", 1.0)
+
+    real_main = arms.train(headline, seed, "real-only")
+    real_only = arms.score(real_main)
+    recipe = gain_recipe(headline, cfg)
+
+    def gain_arm(arm_seed: int, with_synthetic: bool) -> float:
+        if with_synthetic:
+            result = arms.train(recipe, arm_seed, f"gain-synth-{arm_seed}", synthetic=rows, synthetic_key=rows_key)
+        else:
+            result = arms.train(recipe, arm_seed, f"gain-real-{arm_seed}")
+        return arms.score(result)["balanced_accuracy"]
+
+    gain = paired_gain(gain_arm, [seed + i for i in range(cfg.seeds)])
+    tstr_key = {"key": synth.key, "classes": "all", "weight": 1.0}
+    tstr = arms.score(arms.train(recipe, seed, "tstr", synthetic=all_rows, synthetic_key=tstr_key, synthetic_only=True))
+    arms.logger.info("synth-usefulness: embedding real and synthetic images with the real-only model")
+    weights = real_main.dir / "weights.pt"
+    f_real = embed_images(weights, real_train["path"].tolist())
+    f_synth = embed_images(weights, manifest["path"].tolist())
+    return {
+        "tstr_balanced_accuracy": tstr["balanced_accuracy"],
+        "tstr_accuracy": tstr["accuracy"],
+        **gain,
+        **embedding_measures(f_real, f_synth, seed),
+        "feature_space": f"pre-logit features of the real-only {headline.model} (not Inception)",
+        "gain_recipe": {"epochs": recipe.epochs, "image_size": recipe.image_size, "model": recipe.model},
+        "ratio": cfg.ratio,
+        "classes": cfg.classes,
+        "n_generated": int(len(manifest)),
+        "n_added": int(len(rows)),
+        "arms": arms.done,
+        "real_only": real_only,
+    }
+
+
+@task(name="synth-usefulness", cache_policy=NO_CACHE)
+def synth_usefulness_images_task(
+    *,
+    cfg: SynthConfig,
+    ctx: RunContext,
+    label: StageResult,
+    augment: StageResult,
+    synth: StageResult,
+    train: StageResult,
+    evaluate: StageResult,
+) -> StageResult:
+    """Run the comparison's arms (through the train cache), TSTR, C2ST and the copy check; writes synthetic.json.
+
+    Args:
+        cfg: The synth section (seeds, gain recipe, ratio, classes).
+        ctx: The run's context; the entry is cached as ``synth-usefulness`` and refreshed with that stage name.
+        label: The label stage's record (split table, class names).
+        augment: The augment stage's record (the arms' augmentation pipeline).
+        synth: The synth stage's record (its samples and ``selection``).
+        train: The train stage's record: its ``summary["recipe"]`` is the headline recipe of the arms.
+        evaluate: The evaluate stage's record: its ``summary["threshold_metric"]`` scores every arm.
+    """
+    logger = get_run_logger()
+    headline = TrainConfig.model_validate(train.summary["recipe"])
+    threshold_metric = evaluate.summary["threshold_metric"]
+    key = stage_key("synth-usefulness", label.key, augment.key, synth.key, cfg, headline, threshold_metric, ctx.seed)
+
+    def build(out: Path) -> dict:
+        table = pd.read_csv(label.dir / "splits.csv", keep_default_na=False)
+        table["sample_id"] = table["sample_id"].astype(str)
+        arms = _Arms(ctx, label, augment, table, threshold_metric, logger)
+        result = _measure_usefulness(arms, cfg, headline, synth, ctx.seed)
+        (out / "synthetic.json").write_text(json.dumps(result, indent=2))
+        return {k: result[k] for k in SUMMARY_KEYS}
+
+    stage = "synth-usefulness"
+    result = run_stage(StageCache(ctx.cache_root), stage, key, build, ctx.refreshes(stage))
+    if not result.error:
+        logger.info(
+            "synth-usefulness: %s", ", ".join(f"{k}={v:.4f}" for k, v in result.summary.items() if k != "seconds")
+        )
+    return result
