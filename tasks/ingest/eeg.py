@@ -167,7 +167,10 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
         source = "edf"
         if not root.is_dir():
             msg = f"--data {root}: no such folder (expected CHB-MIT layout or a folder of EDF files)"
-            return StageResult(stage="ingest", key="", path="", cached=False, seconds=0.0, error=msg)
+            # the root travels even in a failed record, so the report files the failed run under its data set
+            return StageResult(
+                stage="ingest", key="", path="", cached=False, seconds=0.0, summary={"root": str(root)}, error=msg
+            )
     key = stage_key("ingest", _listing_fingerprint(root), cfg.model_dump(exclude={"simulate"}), str(root))
 
     def build(out: Path) -> dict:
@@ -198,15 +201,16 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
         }
 
     result = run_stage(cache, "ingest", key, build, ctx.refreshes("ingest"))
-    if result.error is None:
-        s = result.summary
-        logger.info(
-            "ingest: %d recordings, %d patients, %.1f h, %d seizures, %d quarantined%s",
-            s["n_recordings"],
-            s["n_patients"],
-            s["hours"],
-            s["n_seizures"],
-            s["n_quarantined"],
-            " (cached)" if result.cached else "",
-        )
+    if result.error is not None:
+        return result.model_copy(update={"summary": {"root": str(root)}})
+    s = result.summary
+    logger.info(
+        "ingest: %d recordings, %d patients, %.1f h, %d seizures, %d quarantined%s",
+        s["n_recordings"],
+        s["n_patients"],
+        s["hours"],
+        s["n_seizures"],
+        s["n_quarantined"],
+        " (cached)" if result.cached else "",
+    )
     return result

@@ -234,7 +234,10 @@ def ingest_images_task(*, cfg: IngestConfig, ctx: RunContext) -> StageResult:
     try:
         found = discover_images(cfg.path)
     except (FileNotFoundError, ValueError) as exc:
-        return StageResult(stage="ingest", key="", path="", cached=False, seconds=0.0, error=str(exc))
+        # the root travels even in a failed record, so the report files the failed run under its data set
+        return StageResult(
+            stage="ingest", key="", path="", cached=False, seconds=0.0, summary={"root": cfg.path}, error=str(exc)
+        )
     key = stage_key("ingest", source_fingerprint(found), cfg, ctx.seed)
 
     def build(out: Path) -> dict:

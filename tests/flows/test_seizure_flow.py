@@ -73,6 +73,17 @@ def test_chbmit_stubs_do_not_crash_and_say_why(prefect_harness, tmp_path, monkey
     assert json.loads((run_dir / "metrics.json").read_text())["error"]
 
 
+def test_a_run_that_fails_in_ingest_is_filed_under_its_data_folder(prefect_harness, tmp_path, monkeypatch) -> None:
+    """The failed ingest record still carries the data root, so the report names the data set, not ``data``."""
+    data = tmp_path / "no_edf_here"
+    data.mkdir()
+    (data / "notes.txt").write_text("not an EDF file\n")
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={data}"])
+    assert state.is_failed() and str(data) in state.message
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["dataset"].startswith("no-edf-here-") and metrics["error"]
+
+
 def test_bad_edf_is_quarantined_and_the_rest_used(prefect_harness, tmp_path, monkeypatch) -> None:
     data = tmp_path / "edf"
     simulate_dataset(
