@@ -13,7 +13,7 @@ from pathlib import Path
 from flows.commands.gc import cmd_gc
 from flows.commands.runs import cmd_runs
 from flows.config import gpu_available
-from flows.prefect_api import prefect_api
+from flows.prefect_api import ApiUnreachableError, prefect_api
 
 FLOWS = ("defect", "eeg")
 
@@ -53,14 +53,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 2
+    if args.name is not None:  # before the Prefect server starts: a bad or taken name is a bad argument
+        from flows.lifecycle import resume_problem
+
+        if problem := resume_problem(root, flow_fn.name, args.name, config):
+            print(f"vigil: --name: {problem}", file=sys.stderr)
+            return 2
     options = {"flow_run_name": args.name} if args.name else {}
     with prefect_api(root):
         state = flow_fn.with_options(**options)(
             config=config, refresh=args.refresh, resume=bool(args.name), return_state=True
         )
-    run_dir = state.result(raise_on_failure=False) if state.is_completed() or state.is_failed() else None
-    if isinstance(run_dir, BaseException):
-        run_dir = None
+    from flows.lifecycle import run_dir_of
+
+    run_dir = run_dir_of(state.result(raise_on_failure=False)) if state.is_completed() or state.is_failed() else None
     if not state.is_completed():
         print(f"vigil: run {state.name.lower()}: {state.message}", file=sys.stderr)
     if run_dir:
@@ -70,9 +76,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a flow and print its run directory")
     run.add_argument("flow", choices=FLOWS)
+    # SUPPRESS: without it the sub-command's default (False) would overwrite ``vigil --debug run``'s True.
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as vigil --debug")
     run.add_argument(
         "--data",
         help="defect: image folder ROOT/<class>/* or CSV manifest (default: ELPV); "
@@ -81,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", choices=("test", "quick", "full"), help="default: quick without a GPU, full with")
     run.add_argument("--config", help="YAML file with config sections (a run's config.yaml works)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one value, e.g. train.epochs=5")
-    run.add_argument("--name", help="run name; an existing run of that name is resumed from its checkpoint")
+    run.add_argument(
+        "--name", help="run name; the run of exactly that name and the same config is resumed from its checkpoint"
+    )
     run.add_argument("--refresh", nargs="*", metavar="STAGE", help="recompute cached stages (all when none named)")
     run.set_defaults(func=cmd_run)
     runs = sub.add_parser("runs", help="recent runs with their headline metrics, newest first")
@@ -100,8 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``vigil`` command; its exit status (README): 0 done, 1 the run failed, 2 bad arguments or config.
+
+    A failure the user can fix ends in one sentence on standard error, never a traceback; an unexpected error is
+    named in one line that points to ``--debug``, which shows the traceback instead.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ApiUnreachableError as exc:
+        if args.debug:
+            raise
+        print(f"vigil: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the command's last word: one line instead of a traceback (--debug shows it)
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"vigil: {args.command} stopped on an unexpected {type(exc).__name__}"
+              f"{': ' + first if first else ''}; rerun with --debug to see the traceback", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

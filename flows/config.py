@@ -179,26 +179,55 @@ def parse_set(expr: str, model: type[BaseModel]) -> dict[str, Any]:
     if current is not None:
         example = next(iter(current.model_fields))
         raise ValueError(f"--set {key}: {key} is a section; set one of its keys, e.g. {key}.{example}")
-    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value: Any = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ValueError(
+            f"--set {expr}: not valid YAML ({yaml_problem(exc, with_line=False)}); close the value's brackets or "
+            "quotes, or quote it whole to pass it as text"
+        ) from exc
     out: dict[str, Any] = {parts[-1]: value}
     for part in reversed(parts[:-1]):
         out = {part: out}
     return out
 
 
+def yaml_problem(exc: yaml.YAMLError, *, with_line: bool = True) -> str:
+    """PyYAML's error in one line: what it found and where (PyYAML's own text spans five lines with a caret)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return problem
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if with_line else f"column {mark.column + 1}"
+    return f"{problem} at {where}"
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The sections of a ``--config`` YAML file; a ``ValueError`` of one sentence naming the file and the fix.
+
+    Raises:
+        ValueError: If the file is missing, a folder, unreadable, not UTF-8 text, not valid YAML, or not a mapping.
+    """
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ValueError(f"--config {p}: file not found") from exc
+        raise ValueError(f"--config {p}: file not found; pass a YAML file (a run's config.yaml works)") from exc
+    except IsADirectoryError as exc:
+        raise ValueError(f"--config {p}: is a folder; pass a YAML file inside it, e.g. {p / 'config.yaml'}") from exc
+    except PermissionError as exc:
+        raise ValueError(f"--config {p}: cannot be read (permission denied)") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config {p}: not UTF-8 text (byte {exc.start}); is it a YAML file?") from exc
     except yaml.YAMLError as exc:
-        raise ValueError(f"--config {p}: not valid YAML ({exc})") from exc
+        raise ValueError(f"--config {p}: not valid YAML ({yaml_problem(exc)})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise ValueError(f"--config {p}: expected a mapping of sections (ingest:, train:, ...), got {kind}")
+        kind = {"list": "a list", "str": "a single string"}.get(type(data).__name__, type(data).__name__)
+        raise ValueError(
+            f"--config {p}: holds {kind}, not a mapping of sections; write e.g. 'train:' then '  epochs: 5' below it"
+        )
     return data
 
 

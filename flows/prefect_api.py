@@ -55,6 +55,25 @@ def api_healthy(api_url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+class ApiUnreachableError(RuntimeError):
+    """The configured ``PREFECT_API_URL`` does not answer; the message names the URL and what to start or unset."""
+
+
+def api_answers(api_url: str, timeout_s: float = 5.0) -> bool:
+    """Whether anything answers HTTP at ``{api_url}/health`` within ``timeout_s``.
+
+    Any HTTP status counts (a Prefect Cloud workspace answers 401 without its key, and the run itself will then say
+    why); only a refused connection, an unknown host or a timeout mean nobody is there.
+    """
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def read_state(data_root: Path) -> dict[str, Any] | None:
     """The state file's content, or None when it is missing or unreadable (a crash mid-write, a manual edit)."""
     try:
@@ -103,11 +122,20 @@ def prefect_api(data_root: Path) -> Iterator[str]:
 
     Keeping the database under ``$VIGIL_DATA/prefect`` means ``vigil run`` and ``vigil runs`` share one history.
     Analytics off: with local SQLite they caused "database is locked" errors here (Prefect issue #18934).
+
+    Raises:
+        ApiUnreachableError: If ``PREFECT_API_URL`` is set but nothing answers there.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     configured = PREFECT_API_URL.value()
     if configured:
+        # Checked here, in a second: Prefect itself retries for a minute and ends in a 110-line traceback.
+        if not api_answers(str(configured)):
+            raise ApiUnreachableError(
+                f"the Prefect API at {configured} does not answer; start it (`vigil server` / `prefect server start`) "
+                "or unset PREFECT_API_URL"
+            )
         yield str(configured)
         return
     found = running_server(data_root)

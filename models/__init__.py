@@ -5,7 +5,7 @@ registers every model family with :mod:`models.registry`: each module that defin
 here, so the registry is complete whatever a caller imports.
 """
 
-from models import eeg_cnn, eeg_cnn_lstm, eeg_transformer, gan, images  # noqa: F401  (registers every model)
+from models import eeg_cnn, eeg_cnn_lstm, eeg_transformer, efficientnet, gan, images  # noqa: F401  (registers every model)
 from models.registry import create_model, list_models, model_family, register_model
 
 __all__ = ["create_model", "list_models", "model_family", "register_model"]

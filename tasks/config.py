@@ -88,6 +88,17 @@ class TrainConfig(_Section):
     )
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers; None: 0 on CPU, up to 8 on GPU.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default.")
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="Image models to train and choose from on validation; empty: just `model`. Every deep candidate "
+        "takes this section's recipe (lr, epochs, image_size, ...) plus its candidate_overrides.",
+    )
+    candidate_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-candidate changes to this section, e.g. {resnet_fast: {lr: 0.003}}."
+    )
+    select_metric: Literal["accuracy", "balanced_accuracy", "f1", "roc_auc"] = Field(
+        "balanced_accuracy", description="What the primary model is chosen by, on the validation split."
+    )
 
     @field_validator("model")
     @classmethod
@@ -96,6 +107,39 @@ class TrainConfig(_Section):
         if name not in known:
             raise ValueError(f"unknown image model {name!r}; known: {', '.join(known)}")
         return name
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, names: list[str]) -> list[str]:
+        known = list_models("image")
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown image model(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"candidates {names} name a model twice")
+        return names
+
+    @model_validator(mode="after")
+    def _overrides_name_candidates(self) -> TrainConfig:
+        stray = sorted(set(self.candidate_overrides) - set(self.candidate_names()))
+        if stray:
+            raise ValueError(
+                f"candidate_overrides for {', '.join(stray)}, which is not a candidate ({self.candidate_names()})"
+            )
+        return self
+
+    def candidate_names(self) -> list[str]:
+        """The models this section trains, in order: ``candidates``, or ``model`` alone."""
+        return list(self.candidates) or [self.model]
+
+    def candidate_recipe(self, name: str) -> TrainConfig:
+        """The recipe of one candidate: this section with ``model=name`` and its overrides, selection fields
+        cleared, so a candidate's cache entry does not depend on which other candidates run beside it."""
+        update = {"model": name, **self.candidate_overrides.get(name, {})}
+        recipe = self.model_validate({**self.model_dump(), **update})
+        return recipe.model_copy(
+            update={"candidates": [], "candidate_overrides": {}, "select_metric": "balanced_accuracy"}
+        )
 
 
 class _SynthCommon(_Section):

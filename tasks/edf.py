@@ -8,10 +8,13 @@ on new recordings later), so a file is judged the same way wherever it is read.
   file size), replaces a zero record duration by 1 s, reads a signal with 0 samples per record as if nothing were
   wrong, and answers an unparsable number with a bare ``int()`` error. :func:`open_raw` then opens it lazily
   (``preload=False``).
+* **Annotations as written.** :func:`read_edf_annotations` reads the EDF+ annotation signal itself, because MNE
+  crops annotations to the data without a word, and a seizure annotated past the end must be named.
 * **De-identification.** EDF headers carry the patient's name, code, birth date and the recording's identifiers
   and start date. :class:`EdfHeader` keeps none of them; :func:`header_secrets` lists them and :func:`scrub`
   removes them from any text that comes from MNE before it is kept, so messages are built from file paths,
-  derived labels and signal facts (channel labels, rates, counts) only.
+  derived labels and signal facts (channel labels, rates, counts) only. Only identifiers are scrubbed, never
+  ordinary words, short tokens or the file's own path (a non-EDF file has no header identity at all).
 * **Channel names.** :func:`file_channels` compares names after stripping whitespace, case-insensitively
   (:func:`channel_key`). A repeated name keeps its first signal (MNE renames repeats ``T8-P8-0``/``T8-P8-1``; the
   first is used); placeholder signals named ``-``, ``.`` or nothing are ignored.
@@ -27,6 +30,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import mne
 import numpy as np
@@ -39,9 +43,15 @@ FLAT_STD_V = 1e-7
 _PLACEHOLDERS = frozenset({"", "-", "."})
 _ANNOTATION_LABELS = frozenset({"EDF ANNOTATIONS", "BDF ANNOTATIONS"})
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-# Header tokens too common to be identifying (EDF+ "unknown" and keywords); everything else of 3+ characters in the
-# patient/recording fields is scrubbed from third-party text.
+# Header tokens that identify nobody (EDF+ "unknown" and keywords); see header_secrets.
 _HARMLESS_TOKENS = frozenset({"X", "STARTDATE", "EDF", "EDF+", "EDF+C", "EDF+D"})
+# Everyday words that free-text EDF headers hold ("Patient 7 routine recording") and messages use: scrubbing them
+# would garble every message about the file and protect no one.
+_EVERYDAY_WORDS = frozenset(
+    "patient subject anonymous anonymized unknown none male female recording routine study session sleep night "
+    "awake test data file files this that with from then when only read reading cannot error header signal "
+    "signals channel channels record records sample samples start startdate end time date".split()
+)
 # The per-signal header stores each field for all signals, then the next field: (name, width in bytes).
 _SIGNAL_FIELDS = (
     ("label", 16), ("transducer", 80), ("physical_dimension", 8), ("physical_min", 8), ("physical_max", 8),
@@ -265,45 +275,132 @@ def read_edf_header(path: Path) -> EdfHeader:
     )
 
 
-# ---------------------------------------------------------------------------------------------- de-identification
-def header_secrets(path: Path) -> frozenset[str]:
-    """Identifying strings of an EDF header (patient and recording fields, start date and time), to scrub.
+# ------------------------------------------------------------------------------------------- EDF+ annotations
+class EdfAnnotation(NamedTuple):
+    """One EDF+ annotation: onset and duration in seconds from the first data record, and its text."""
 
-    Tokens are taken whole and split at ``_`` (EDF+ writes spaces in names as ``_``, and a reader may split
-    them); dates are added in ISO form too, as a library might print them that way. Short numbers (< 5 digits)
-    are left alone: they are not identifying on their own and would blank out rates and counts.
+    onset_s: float
+    duration_s: float
+    description: str
+
+
+# A time-stamped annotation list (TAL): "+onset[\x15duration]\x14text\x14[text\x14...]\x00" (EDF+ spec, 2.2.2).
+_TAL = re.compile(rb"([+-]\d+(?:\.\d*)?)(?:\x15(\d+(?:\.\d*)?))?\x14(.*?)\x14\x00", re.DOTALL)
+
+
+def read_edf_annotations(header: EdfHeader) -> list[EdfAnnotation]:
+    """Every EDF+ annotation of the file, as written, including those that lie past the end of the data.
+
+    Why not ``raw.annotations``: MNE 1.13 crops annotations to the data when it opens a file, silently (a
+    warning our reader suppresses): one that starts after the end is omitted, one that runs past it is shortened.
+    A seizure annotated past a recording's end must be named in the report, so its true extent is read here.
+    Onsets count from the first data record (the first TAL's time stamp is subtracted, as MNE does).
+
+    Args:
+        header: The file's checked header (:func:`read_edf_header`).
+
+    Returns:
+        The annotations in file order; the per-record time stamps (empty texts) are left out.
+    """
+    if not header.annotation_signals or header.n_records <= 0:
+        return []
+    starts = np.cumsum([0, *(2 * n for n in header.samples_per_record)])
+    data = np.memmap(header.path, dtype=np.uint8, mode="r", offset=header.header_bytes,
+                     shape=(header.n_records, header.record_bytes))  # fmt: skip
+    tals = b"".join(
+        np.ascontiguousarray(data[:, starts[i] : starts[i + 1]]).tobytes() for i in header.annotation_signals
+    )
+    del data
+    out: list[EdfAnnotation] = []
+    offset: float | None = None
+    for onset_b, duration_b, texts in _TAL.findall(tals):
+        onset = float(onset_b)
+        if offset is None:
+            offset = onset  # the first record's time stamp: onsets count from the start of the data
+        duration = float(duration_b) if duration_b else 0.0
+        for text in texts.split(b"\x14"):
+            if text:
+                out.append(EdfAnnotation(onset - offset, duration, text.decode("latin-1")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- de-identification
+def _identifier_parts(token: str) -> set[str]:
+    """A header identifier and its ``_``-separated parts, minus what cannot identify anyone: short tokens
+    (< 4 characters, < 5 digits), EDF+ placeholders and keywords, and everyday words."""
+    out = set()
+    for part in (token, *token.split("_")):
+        if part.isdigit():
+            if len(part) >= 5:
+                out.add(part)
+        elif len(part) >= 4 and part.upper() not in _HARMLESS_TOKENS:
+            out.add(part)
+    if m := re.fullmatch(r"(\d{2})-([A-Za-z]{3})-(\d{4})", token):  # EDF+ date: the ISO form a library may print
+        month = m.group(2).upper()
+        if month in _MONTHS:
+            out.add(f"{m.group(3)}-{_MONTHS.index(month) + 1:02d}-{m.group(1)}")
+    return out
+
+
+def header_secrets(path: Path) -> frozenset[str]:
+    """Identifying strings of an EDF header, to scrub from text a library wrote about the file.
+
+    Only a real EDF header is read (version field ``0``): any other file never reaches MNE (the header check
+    rejects it), and its bytes are not a patient's identity but, say, a text file's words. In EDF+ the patient field
+    is ``code sex birthdate name ...`` and the recording field ``Startdate date admin-code technician equipment
+    ...``: the code, birth date, name, start date, admin code, technician and any extra subfields are identifiers;
+    sex and equipment are not. A plain EDF's two fields are free text, so their tokens all count. Start date and
+    time are added in every form a library may print them. Tokens are also split at ``_`` (EDF+ writes spaces in
+    names as ``_``); short tokens (< 4 characters, numbers < 5 digits) and everyday words are left alone, so
+    ordinary words, rates and counts in a message stay readable.
     """
     try:
         with Path(path).open("rb") as fh:
-            raw = fh.read(184)
+            raw = fh.read(256)
     except OSError:
         return frozenset()
-    text = raw[8:168].decode("latin-1")
+    if len(raw) < 236 or raw[:8].decode("latin-1").strip() != "0":
+        return frozenset()
+    patient, recording = raw[8:88].decode("latin-1").split(), raw[88:168].decode("latin-1").split()
+    if recording and recording[0].upper() == "STARTDATE":  # EDF+ layout (writers use it without "EDF+C" too)
+        del recording[4:5]  # Startdate date admin-code technician [equipment] extra...: a device names no one
     tokens: set[str] = set()
-    for token in text.split():
-        for part in (token, *token.split("_")):
-            if len(part) >= 3 and part.upper() not in _HARMLESS_TOKENS and not (part.isdigit() and len(part) < 5):
-                tokens.add(part)
-        if m := re.fullmatch(r"(\d{2})-([A-Za-z]{3})-(\d{4})", token):
-            month = m.group(2).upper()
-            if month in _MONTHS:
-                tokens.add(f"{m.group(3)}-{_MONTHS.index(month) + 1:02d}-{m.group(1)}")
+    for token in (*patient, *recording):
+        tokens |= _identifier_parts(token)
     startdate, starttime = raw[168:176].decode("latin-1").strip(), raw[176:184].decode("latin-1").strip()
-    for value in (startdate, starttime, starttime.replace(".", ":")):
-        if len(value) >= 3:
-            tokens.add(value)
+    tokens |= {value for value in (startdate, starttime, starttime.replace(".", ":")) if len(value) >= 5}
     if m := re.fullmatch(r"(\d{2})\.(\d{2})\.(\d{2})", startdate):
         year = int(m.group(3))
         tokens.add(f"{1900 + year if year >= 85 else 2000 + year}-{m.group(2)}-{m.group(1)}")
-    return frozenset(tokens)
+    return frozenset(t for t in tokens if t.casefold() not in _EVERYDAY_WORDS)
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every header token replaced, longest first (so a name is not half-replaced by its parts),
-    and only where it is not part of a longer word or number."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "[redacted]", text, flags=re.IGNORECASE)
-    return text
+def scrub(text: str, secrets: Iterable[str], keep: Iterable[str] = ()) -> str:
+    """``text`` with every header identifier replaced by ``[redacted]``.
+
+    Longest first (a name is not half-replaced by its parts), case-insensitively, and only as a whole token (not
+    inside a longer word or number). The strings in ``keep`` (the file's own path and name, which the user chose
+    and every message needs) are left as they are.
+
+    Args:
+        text: A message, typically one that quotes a library's error.
+        secrets: :func:`header_secrets` of the file.
+        keep: Substrings never to touch, e.g. the file's path.
+
+    Returns:
+        The scrubbed text.
+    """
+    ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+    if not ordered:
+        return text
+    secret = re.compile(
+        rf"(?<![A-Za-z0-9])(?:{'|'.join(re.escape(s) for s in ordered)})(?![A-Za-z0-9])", flags=re.IGNORECASE
+    )
+    shields = sorted({k for k in keep if len(k) >= 3}, key=len, reverse=True)  # not ".": it would split dates
+    if not shields:
+        return secret.sub("[redacted]", text)
+    pieces = re.split(f"({'|'.join(re.escape(k) for k in shields)})", text)
+    return "".join(piece if k % 2 else secret.sub("[redacted]", piece) for k, piece in enumerate(pieces))
 
 
 # ------------------------------------------------------------------------------------------- reading with MNE

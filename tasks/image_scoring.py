@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 
 from tasks.metrics import (
+    bootstrap_ci,
     choose_threshold,
     classification_metrics,
     metrics_by_group,
+    predicted_labels,
     roc_points,
     worst_errors,
 )
@@ -43,11 +45,15 @@ def score_split(
     threshold_metric: str,
     strata: np.ndarray | None,
     center: float = 0.5,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Choose the threshold on val (binary), then score test overall and per stratum."""
+    """Choose the threshold on val (binary), then score test overall and per stratum, with bootstrap 95 %
+    intervals of accuracy and balanced accuracy (``accuracy_ci95``; ``seed`` drives the resampling)."""
     threshold = choose_threshold(y_val, s_val, threshold_metric, center=center) if s_val.ndim == 1 else None
     out = classification_metrics(y_test, s_test, threshold, class_names)
     out["threshold"] = threshold
+    ci = bootstrap_ci(y_test, predicted_labels(s_test, threshold), len(class_names), seed=seed)
+    out["accuracy_ci95"], out["balanced_accuracy_ci95"] = ci["accuracy"], ci["balanced_accuracy"]
     if strata is not None:
         out["by_group"] = metrics_by_group(y_test, s_test, strata, threshold, class_names)
     return out
@@ -98,3 +104,23 @@ def evaluate_classifier(
             }
         )
     return metrics, roc, worst
+
+
+def validation_metrics(predictions: pd.DataFrame, class_names: list[str], threshold: float | None) -> dict[str, Any]:
+    """A candidate's metrics on the validation split at its own (validation-chosen) threshold: what the primary
+    model is chosen by. Optimistic for the threshold, equally so for every candidate."""
+    val = predictions[predictions["split"] == "val"]
+    return classification_metrics(val["label"].to_numpy(), _scores(val, len(class_names)), threshold, class_names)
+
+
+def choose_candidate(val_metrics: dict[str, dict[str, Any]], metric: str) -> tuple[str, float | None]:
+    """The candidate with the best validation ``metric`` (first in order on ties; a metric that is undefined for
+    a candidate, e.g. ROC AUC of a one-class split, ranks it last). Returns (name, value)."""
+
+    def rank(name: str) -> float:
+        value = val_metrics[name].get(metric)
+        return -np.inf if value is None else float(value)
+
+    best = max(val_metrics, key=rank)  # max keeps the first of equal values
+    value = val_metrics[best].get(metric)
+    return best, None if value is None else float(value)

@@ -366,3 +366,52 @@ def worst_errors(y_true: np.ndarray, score: np.ndarray, threshold: float | None,
     idx = np.flatnonzero(wrong)
     order = np.argsort(-margin[idx], kind="stable")
     return idx[order][:k].astype(np.int64)
+
+
+def predicted_labels(score: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Hard decisions: ``score >= threshold`` for ``(N,)`` binary scores, the argmax for ``(N, C)`` scores."""
+    s = np.asarray(score)
+    if s.ndim == 1:
+        if threshold is None:
+            raise ValueError("binary scores need a threshold; choose one on validation data with choose_threshold")
+        return (s >= threshold).astype(np.int64)
+    return s.argmax(axis=1).astype(np.int64)
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    n_classes: int,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float] | None]:
+    """Percentile bootstrap intervals of accuracy and balanced accuracy on a test split (Efron & Tibshirani 1993).
+
+    The decision rule is fixed (threshold chosen on validation beforehand), so the interval shows the sampling
+    uncertainty of the test set alone: with ELPV's 656 test images an accuracy of 0.80 is known to about ±0.03.
+    Test samples are drawn with replacement ``n_boot`` times with a seeded generator; balanced accuracy averages
+    the recall of the classes present in each resample, as scikit-learn does.
+
+    Returns:
+        ``{"accuracy": [low, high], "balanced_accuracy": [low, high]}``; None for an empty test split.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    if len(y) == 0:
+        return {"accuracy": None, "balanced_accuracy": None}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))  # (B, N)
+    yb, correct = y[idx], (p == y)[idx]
+    acc = correct.mean(axis=1)
+    support = np.stack([(yb == c).sum(axis=1) for c in range(n_classes)], axis=1)  # (B, C)
+    hits = np.stack([((yb == c) & correct).sum(axis=1) for c in range(n_classes)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+    bacc = np.nanmean(recall, axis=1)
+    tail = 100 * (1 - level) / 2
+    return {
+        "accuracy": [float(v) for v in np.percentile(acc, [tail, 100 - tail])],
+        "balanced_accuracy": [float(v) for v in np.percentile(bacc, [tail, 100 - tail])],
+    }

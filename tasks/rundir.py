@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from calendar import timegm
 from dataclasses import dataclass
 from importlib import metadata
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks.cache import DiskFullError, disk_full_message, is_disk_full
 from tasks.compare import run_stamp
 
 LINEAGE_PACKAGES = (
@@ -67,39 +69,88 @@ def data_root() -> Path:
     return Path(os.environ.get("VIGIL_DATA", "data")).expanduser().resolve()
 
 
+#: A run name as ``--name`` takes it: it becomes a folder name and part of the report's URL, so ASCII only.
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+RUN_NAME_MAX_CHARS = 100
+STAMP_CHARS = 16  # YYYYmmddTHHMMSSZ
+
+
 def safe_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+    """``name`` in ASCII (accents dropped), other unusable characters replaced by ``-`` (Prefect's generated names
+    pass unchanged)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", ascii_name).strip("-.")[:RUN_NAME_MAX_CHARS]
     if not cleaned:
         raise ValueError(f"run name {name!r} has no usable characters (letters, digits, '-', '_', '.')")
     return cleaned
 
 
-def open_run_dir(root: Path, flow: str, run_name: str, reuse: bool) -> tuple[Path, bool]:
-    """Create ``runs/<flow>/<UTC timestamp>-<name>/``; with ``reuse`` the newest existing ``*-<name>`` is reused.
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run to resume, or None.
 
-    Returns (path, resumed). Reuse is what makes ``--name`` resume a killed training run from its checkpoint.
+    A name the user chose must be usable as it is: silently cleaning ``my run`` to ``my-run`` would make the
+    Prefect run and its folder disagree, and could resume another run that already has the cleaned name.
     """
+    if RUN_NAME_PATTERN.fullmatch(name) and len(name) <= RUN_NAME_MAX_CHARS:
+        return None
+    try:
+        hint = f"; for example {safe_name(name)!r}"
+    except ValueError:
+        hint = ""
+    return (
+        f"run name {name!r} is not usable: use up to {RUN_NAME_MAX_CHARS} ASCII letters, digits, '-', '_' and '.', "
+        f"starting and ending with a letter or digit (it becomes a folder name and part of the report's URL){hint}"
+    )
+
+
+def run_name_of(run_dir: Path) -> str | None:
+    """The run name of a run folder ``<UTC stamp>-<run name>``, or None when the folder is not a run."""
+    return run_dir.name[STAMP_CHARS + 1 :] if run_stamp(run_dir) else None
+
+
+def find_run_dir(root: Path, flow: str, name: str) -> Path | None:
+    """The newest run folder of ``flow`` whose run name is exactly ``name`` (``pronghorn`` never finds a run
+    named ``mahogany-pronghorn``), or None."""
     base = root / "runs" / flow
+    if not base.is_dir():
+        return None
+    found = sorted(p for p in base.iterdir() if p.is_dir() and run_name_of(p) == name)
+    return found[-1] if found else None
+
+
+def open_run_dir(root: Path, flow: str, run_name: str, reuse: bool) -> tuple[Path, bool]:
+    """Create ``runs/<flow>/<UTC timestamp>-<name>/``; with ``reuse`` the newest run folder of exactly that run
+    name is reused instead.
+
+    Returns (path, resumed). Reuse is what makes ``--name`` resume a killed training run from its checkpoint; the
+    caller decides whether the existing run may be resumed (``flows/lifecycle.py`` requires the same config).
+    """
     name = safe_name(run_name)
-    if reuse:
-        existing = sorted(p for p in base.glob(f"*-{name}") if p.is_dir() and p.name[:16].endswith("Z"))
-        if existing:
-            return existing[-1], True
+    if reuse and (existing := find_run_dir(root, flow, name)) is not None:
+        return existing, True
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = base / f"{stamp}-{name}"
+    path = root / "runs" / flow / f"{stamp}-{name}"
     path.mkdir(parents=True, exist_ok=True)
     return path, False
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link a cache file into the run (no extra disk), copying when links are not possible."""
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a cache file into the run directory: a real copy (``shutil.copy2``), never a hard link, so editing the
+    run's ``splits.csv`` cannot change the cache entry that later runs reuse.
+
+    An existing ``dst`` is removed first: a run folder of an older vigil may hold a hard link into the cache, and
+    copying onto it would write through the link into the cache file. A full disk raises ``DiskFullError``.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
         dst.unlink()
     try:
-        os.link(src, dst)
-    except OSError:
         shutil.copy2(src, dst)
+    except OSError as exc:
+        dst.unlink(missing_ok=True)
+        if not is_disk_full(exc, dst.parent):
+            raise
+        raise DiskFullError(disk_full_message(dst.parent, needed=src.stat().st_size)) from exc
 
 
 def attach_run_log(run_dir: Path) -> logging.Handler:

@@ -13,19 +13,33 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flows.commands.gc import _is_active
 from tasks.compare import METRICS_BY_NAME, headline, is_failed, metrics_from_table, read_metrics, table_rows
 from tasks.rundir import FLOW_NAMES, runs_by_flow
 
 log = logging.getLogger("vigil")
 
 
-def _dir_rows(data_root: Path) -> list[dict[str, Any]]:
-    """One row per run folder (newest first), from its metrics.json; a folder without one is running or killed."""
+#: Status of a run folder without metrics.json that nothing has written to for ACTIVE_RUN_S: its process died
+#: (killed, out of memory, machine restarted) before the report; ``--name`` with its name resumes it.
+CRASHED = "crashed?"
+
+
+def _dir_rows(data_root: Path, now: float | None = None) -> list[dict[str, Any]]:
+    """One row per run folder (newest first), from its metrics.json.
+
+    A folder without one is still running if something under it was written in the last ``ACTIVE_RUN_S`` seconds
+    (the rule ``vigil gc`` uses to spare it, ``flows.commands.gc.ACTIVE_RUN_S``), else ``crashed?``.
+    """
+    now = time.time() if now is None else now
     rows = []
     for flow, runs in runs_by_flow(data_root / "runs").items():
         for run in runs:
             metrics = read_metrics(run.path)
-            status = "running?" if metrics is None else "FAILED" if is_failed(metrics) else "ok"
+            if metrics is None:
+                status = "running?" if _is_active(run, now) else CRASHED
+            else:
+                status = "FAILED" if is_failed(metrics) else "ok"
             rows.append(
                 {
                     "run": run.path.name[17:],
@@ -97,7 +111,11 @@ async def _api_rows(limit: int) -> list[dict[str, Any]]:
 
 
 def _merge(api: list[dict[str, Any]], dirs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """API rows completed with their run folder (path, profile, exact numbers); folder-only runs are kept too."""
+    """API rows completed with their run folder (path, profile, exact numbers); folder-only runs are kept too.
+
+    A run the API still calls ``Running`` whose folder has gone quiet is shown as ``crashed?``: a killed process
+    cannot tell the server it died, so its state stays ``Running`` until Prefect's own heartbeat check notices.
+    """
     by_name = {(r["flow"], r["run"]): r for r in reversed(dirs)}  # reversed: the newest folder of a name wins
     out = []
     for row in api:
@@ -111,25 +129,32 @@ def _merge(api: list[dict[str, Any]], dirs: list[dict[str, Any]]) -> list[dict[s
             }
             if local["headline"]:
                 row["headline"] = local["headline"]
+            if row["status"] == "Running" and local["status"] == CRASHED:
+                row["status"] = CRASHED
         out.append(row)
     out += by_name.values()
     out.sort(key=lambda r: (r["_stamp"], r["run"]), reverse=True)
     return out
 
 
-def list_runs(data_root: Path, limit: int = 20, *, use_api: bool | None = None) -> list[dict[str, Any]]:
+def list_runs(
+    data_root: Path, limit: int = 20, *, use_api: bool | None = None, now: float | None = None
+) -> list[dict[str, Any]]:
     """Recent runs, newest first, with their headline metrics.
 
     With a Prefect API configured (``PREFECT_API_URL``) and reachable, the flow runs and their table artifacts
     are listed, including runs whose folders live on other machines or were pruned, and whose state
     (``Running``, ``Crashed``) the folders cannot know; local folders fill in path and profile. Otherwise, or
     when the API does not answer within 10 s, the run folders alone are listed. Without a configured API no
-    temporary server is started: it would cost seconds and show the same history the folders hold.
+    temporary server is started: it would cost seconds and show the same history the folders hold. A folder
+    without ``metrics.json`` is ``running?`` while written to, else ``crashed?``; the API's ``Crashed``, ``Failed``
+    or ``Cancelled`` is shown as it is.
 
     Args:
         data_root: ``$VIGIL_DATA``.
         limit: How many rows.
         use_api: Force the API on or off; None decides by whether ``PREFECT_API_URL`` is set.
+        now: The current time (epoch seconds) for telling running folders from crashed ones; default: the clock.
 
     Returns:
         Dicts with ``run, flow, started (UTC), dataset, profile, status, headline ({dotted name: value}), path,
@@ -137,7 +162,7 @@ def list_runs(data_root: Path, limit: int = 20, *, use_api: bool | None = None) 
     """
     import httpx
 
-    dirs = _dir_rows(data_root)
+    dirs = _dir_rows(data_root, now)
     if use_api is None:
         from prefect.settings import PREFECT_API_URL
 

@@ -21,8 +21,8 @@ from tasks.cache import StageCache, StageResult, run_stage, stage_key
 from tasks.config import EvaluateConfig
 from tasks.evaluate.baseline import baseline_scores, extract_features, fit_baseline
 from tasks.image_io import read_image
-from tasks.image_scoring import evaluate_classifier, sample_strata, score_split
-from tasks.metrics import roc_points
+from tasks.image_scoring import choose_candidate, evaluate_classifier, sample_strata, score_split, validation_metrics
+from tasks.metrics import classification_metrics, roc_points
 from tasks.rundir import RunContext
 
 
@@ -49,6 +49,7 @@ def evaluate_baseline(
         sample_strata(table, parts["test"]["sample_id"]),
         center=0.0,
     )
+    metrics["val"] = classification_metrics(y["val"], s_val, metrics["threshold"], class_names)
     metrics["model"] = "HOG + LBP + intensity statistics, RBF SVM"
     metrics["best_params"] = {k: (v if isinstance(v, str) else float(v)) for k, v in search.best_params_.items()}
     metrics["cv_balanced_accuracy"] = float(search.best_score_)
@@ -56,6 +57,35 @@ def evaluate_baseline(
     metrics["fit_seconds"] = time.perf_counter() - start - feature_s
     roc = roc_points(y["test"], s_test) if len(class_names) == 2 else {}
     return metrics, roc
+
+
+def score_candidates(
+    train: StageResult, table: pd.DataFrame, class_names: list[str], cfg: EvaluateConfig
+) -> dict[str, Any]:
+    """Score every candidate the train stage fitted on val and test, and choose the primary one on validation.
+
+    Returns ``evaluation.json``'s model part: ``test`` (the chosen model's test metrics), ``models.<name>.{val,
+    test}``, ``selection.{model, metric, value}`` (metric from the train record's ``select_metric``), ``roc.cnn``
+    and ``worst_errors`` of the chosen model.
+    """
+    candidates = train.summary.get("candidates") or {train.summary["model"]: {"path": train.path}}
+    metric = train.summary.get("select_metric", "balanced_accuracy")
+    scored: dict[str, dict[str, Any]] = {}
+    for name, entry in candidates.items():
+        predictions = pd.read_csv(Path(entry["path"]) / "predictions.csv", dtype={"sample_id": str})
+        test, roc, worst = evaluate_classifier(
+            predictions, table, class_names, threshold_metric=cfg.threshold_metric, worst_k=cfg.worst_k
+        )
+        val = validation_metrics(predictions, class_names, test["threshold"])
+        scored[name] = {"val": val, "test": test, "roc": roc, "worst": worst}
+    chosen, value = choose_candidate({n: s["val"] for n, s in scored.items()}, metric)
+    return {
+        "test": scored[chosen]["test"],
+        "models": {n: {"val": s["val"], "test": s["test"]} for n, s in scored.items()},
+        "selection": {"model": chosen, "metric": metric, "value": value, "split": "val"},
+        "roc": {"cnn": scored[chosen]["roc"]},
+        "worst_errors": scored[chosen]["worst"],
+    }
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -72,25 +102,28 @@ def evaluate_images_task(
 
     def build(out: Path) -> dict:
         table = pd.read_csv(label.dir / "splits.csv", keep_default_na=False)
-        class_names = label.summary["class_names"]
-        predictions = pd.read_csv(train.dir / "predictions.csv", dtype={"sample_id": str})
         table["sample_id"] = table["sample_id"].astype(str)
-        test, roc, worst = evaluate_classifier(
-            predictions, table, class_names, threshold_metric=cfg.threshold_metric, worst_k=cfg.worst_k
+        class_names = label.summary["class_names"]
+        result = score_candidates(train, table, class_names, cfg)
+        logger.info(
+            "evaluate: %s chosen on validation %s %.4f",
+            result["selection"]["model"],
+            result["selection"]["metric"],
+            result["selection"]["value"] or float("nan"),
         )
-        result: dict[str, Any] = {"test": test, "roc": {"cnn": roc}, "worst_errors": worst}
         if cfg.baseline:
             logger.info("evaluate: fitting the HOG/LBP + SVM baseline")
             baseline, broc = evaluate_baseline(table, class_names, cfg, ctx.seed)
             result["baseline"] = baseline
             result["roc"]["baseline"] = broc
         (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+        test = result["test"]
         headline = {"test_accuracy": test["accuracy"], "test_balanced_accuracy": test["balanced_accuracy"]}
         if cfg.baseline:
             headline["baseline_accuracy"] = result["baseline"]["accuracy"]
-        return headline | {"threshold_metric": cfg.threshold_metric}
+        return headline | {"threshold_metric": cfg.threshold_metric, "selection": result["selection"]}
 
     result = run_stage(StageCache(ctx.cache_root), "evaluate", key, build, ctx.refreshes("evaluate"))
-    scores = {k: v for k, v in result.summary.items() if k not in ("seconds", "threshold_metric")}
+    scores = {k: v for k, v in result.summary.items() if k not in ("seconds", "threshold_metric", "selection")}
     logger.info("evaluate: %s", ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
     return result

@@ -24,8 +24,6 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import mne
-
 #: Source of a recording's seizures, in order of precedence.
 SOURCES = ("chbmit-summary", "events-tsv", "edf-annotations", "none")
 
@@ -68,14 +66,23 @@ def read_events_tsv(path: Path) -> list[tuple[float, float]]:
         Seizures as (onset_s, offset_s), sorted, overlapping ones merged.
 
     Raises:
-        EventsFileError: Naming the tsv, the row (1-based data row and file line) and the problem.
+        EventsFileError: Naming the tsv, the row (1-based data row and file line) and the problem; also for a file
+            that is not UTF-8 or is separated by ``;`` or ``,`` instead of tabs.
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM and CRLF line ends are fine
+    except UnicodeDecodeError as exc:
+        raise EventsFileError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 (tab-separated)") from None
     rows = [(i, row) for i, row in enumerate(csv.reader(lines, delimiter="\t"), start=1) if any(c.strip() for c in row)]
     if not rows:
         raise EventsFileError(f"{path}: empty; expected a header with onset, duration and trial_type or eventType")
     header = [c.strip().lower() for c in rows[0][1]]
+    if len(header) == 1 and (sep := next((d for d in ";," if d in header[0]), None)):
+        raise EventsFileError(
+            f"{path}: its header {rows[0][1][0].strip()!r} is separated by {sep!r}, not tabs; an events file is "
+            "tab-separated (BIDS): save it with tabs between the columns"
+        )
     missing = [c for c in ("onset", "duration") if c not in header]
     types = [header.index(c) for c in _EVENT_TYPE_COLUMNS if c in header]
     if missing or not types:
@@ -113,12 +120,22 @@ def read_events_tsv(path: Path) -> list[tuple[float, float]]:
     return merge_intervals(seizures)[0]
 
 
-def annotation_seizures(raw: mne.io.BaseRaw, name: str) -> tuple[list[tuple[float, float]], list[str]]:
-    """Seizures from EDF+ annotations (description with "seiz"/"sz"); zero-duration start/end markers paired."""
+def annotation_seizures(
+    annotations: Iterable[tuple[float, float, str]], name: str
+) -> tuple[list[tuple[float, float]], list[str]]:
+    """Seizures from EDF+ annotations (description with "seiz"/"sz"); zero-duration start/end markers paired.
+
+    Args:
+        annotations: ``(onset_s, duration_s, description)`` as written in the file
+            (:func:`tasks.edf.read_edf_annotations`: not cropped to the data, so a seizure past the end is seen).
+        name: The file, as messages name it.
+
+    Returns:
+        The seizures (merged, sorted) and notes on markers left out or merged.
+    """
     intervals, notes = [], []
     pending: float | None = None
-    ann = raw.annotations
-    for onset, duration, description in zip(ann.onset, ann.duration, ann.description, strict=True):
+    for onset, duration, description in annotations:
         if not _SEIZURE.search(description):
             continue
         onset, duration = float(onset), float(duration)

@@ -9,7 +9,8 @@ only in one plain-text summary per patient. The format drifts between patients, 
 * clock times past midnight written as ``24:21:32`` or wrapped to ``00:21:39``/``1:21:39``, so file start
   times are turned into seconds since the first file's start by counting days;
 * summaries that promise more data than an EDF holds (the test fixtures' 2-s stubs, or truncated downloads):
-  :func:`attach_seizures` leaves such seizures out with a reason instead of clipping them.
+  :func:`attach_seizures` clips a seizure that runs past the data to the data's end and leaves out one that
+  starts after it, each with a reason.
 
 Errors name the summary file and line (``chb05-summary.txt line 42: seizure 2 has an end time before its
 start``) because a malformed annotation silently shifting labels would poison every later stage.
@@ -132,11 +133,20 @@ class ChbmitSummary:
         return None if record.channel_list is None else self.channel_lists[record.channel_list]
 
 
-class DroppedSeizure(NamedTuple):
-    """A seizure left out of a recording, and why."""
+class SeizurePastData(NamedTuple):
+    """A seizure annotated past the end of a recording's data: clipped to the data, or left out, and why.
+
+    Attributes:
+        start_s: Annotated onset, seconds from the file's start.
+        end_s: Annotated offset.
+        clipped_end_s: The end of the data where the seizure was clipped; ``None`` when it was left out (it starts
+            at or after the end of the data, so nothing of it is in the file).
+        reason: One sentence naming the file, the seizure and what was done.
+    """
 
     start_s: float
     end_s: float
+    clipped_end_s: float | None
     reason: str
 
 
@@ -408,37 +418,47 @@ def _make_channel_list(block: dict, where: str, notes: list[str]) -> ChannelList
 
 def attach_seizures(
     record: SummaryFile, n_seconds_in_data: float
-) -> tuple[list[tuple[float, float]], list[DroppedSeizure]]:
-    """Keep the seizures of ``record`` that lie inside the data; drop the others with a reason.
+) -> tuple[list[tuple[float, float]], list[SeizurePastData]]:
+    """The seizures of ``record`` inside the data: one that runs past the data's end is clipped to it, one that
+    starts at or after the end is left out; both are listed with a reason.
 
-    A seizure that ends after the data is dropped whole, never clipped: a clipped seizure would pretend to know
-    an offset the data do not show, and a short stub would turn into a wrongly labelled window.
+    Why clip rather than drop: the part of a seizure that is in the file is ictal EEG. Dropping the seizure whole
+    would turn those seconds into seizure-free data for training and scoring (a truncated download or a summary
+    that promises more data than the file holds would silently mislabel them). The clipped seizure claims no
+    offset beyond what the data show: it ends where the data end.
 
     Args:
-        record: A file record from :func:`parse_chbmit_summary`.
+        record: A file record from :func:`parse_chbmit_summary` (or built from a sidecar or EDF+ annotations).
         n_seconds_in_data: Length of the data actually read, in seconds (``raw.n_times / sfreq``).
 
     Returns:
-        ``(kept, dropped)``: kept seizures as (start_s, end_s), and dropped ones with a reason naming the file.
+        ``(kept, past)``: the seizures as (start_s, end_s) inside the data (clipped ones included), and every
+        seizure that was clipped or left out, with a reason naming the file.
     """
     kept: list[tuple[float, float]] = []
-    dropped: list[DroppedSeizure] = []
+    past: list[SeizurePastData] = []
     promised = record.duration_s
     promise = f"; the summary gives the file {promised:g} s" if promised is not None else ""
+    end_of_data = float(n_seconds_in_data)
     for i, (start, end) in enumerate(record.seizures, start=1):
-        if end <= n_seconds_in_data:
+        if end <= end_of_data:
             kept.append((start, end))
             continue
-        if start >= n_seconds_in_data:
-            what = "starts after the end of the data"
-        else:
-            what = f"ends after the end of the data (only {n_seconds_in_data - start:g} s of it is there)"
+        head = f"{record.name}: seizure {i} ({start:g}-{end:g} s)"
+        if start >= end_of_data:
+            reason = (
+                f"{head} starts after the end of the data (the file holds {end_of_data:g} s{promise}): "
+                "left out, none of it is in the file"
+            )
+            past.append(SeizurePastData(start, end, None, reason))
+            continue
+        kept.append((start, end_of_data))
         reason = (
-            f"{record.name}: seizure {i} ({start:g}-{end:g} s) {what}: the data hold {n_seconds_in_data:g} s"
-            f"{promise}; left out rather than clipped"
+            f"{head} ends after the end of the data (the file holds {end_of_data:g} s{promise}): "
+            f"clipped to {start:g}-{end_of_data:g} s, the {end_of_data - start:g} s of it in the file"
         )
-        dropped.append(DroppedSeizure(start, end, reason))
-    return kept, dropped
+        past.append(SeizurePastData(start, end, end_of_data, reason))
+    return kept, past
 
 
 def resolve_mne_channels(mne_names: Sequence[str], wanted: Sequence[str]) -> list[str]:

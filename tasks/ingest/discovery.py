@@ -8,6 +8,9 @@ then :func:`settle_discovery` (the common channel set, which needs every file).
 becomes a quarantine row ``{path, stage, reason}`` whose reason names the file and the problem, and everything
 that is odd but usable becomes a note. The inputs vigil accepts are described in docs/architecture.md.
 
+Hidden files and folders (``.ipynb_checkpoints/``, ``.DS_Store``, ``._x.edf``) are skipped and counted in a note;
+a folder that cannot be read, a link to a folder (not followed) and a broken link are quarantine rows.
+
 Layouts: CHB-MIT (a folder holding ``*-summary.txt``, ``ROOT/chbNN/chbNN-summary.txt``: seizures and clock
 times come from the summary, :mod:`tasks.ingest.chbmit`; a file the summary names but the folder lacks is
 quarantined, the row naming the summary and the missing file); BIDS ``sub-XX/`` folders; a sub-folder per
@@ -68,6 +71,13 @@ class Discovery:
     notes: list[str]
     channels: list[str]
 
+    @property
+    def seizures_past_data(self) -> list[dict[str, str]]:
+        """Rows ``{"path", "stage", "reason"}`` of the accepted recordings' seizures annotated past the end of their
+        data (clipped to it, or left out): the recording is used, but a reader of ``quarantine.csv`` and the report
+        must see that its labels differ from the annotation."""
+        return [quarantine_row(rec.path, reason) for rec in self.recordings for reason in rec.seizures_past_data]
+
 
 def _natural(text: str) -> list[int | str]:
     """Sort key that puts ``rec2`` before ``rec10``."""
@@ -79,13 +89,72 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "x"
 
 
-def _find_edfs(root: Path) -> list[Path]:
-    """Every ``.edf`` (any case) below ``root``, hidden files and folders skipped (macOS ``._x.edf`` forks)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if f.lower().endswith(".edf") and not f.startswith(".")]
-    return sorted(found, key=lambda p: _natural(str(p.relative_to(root))))
+@dataclass
+class _Walk:
+    """What :func:`_find_edfs` saw: the EDF files, and everything it could not or would not read."""
+
+    edfs: list[Path]
+    quarantine: list[dict[str, str]]
+    hidden: list[str]  # relative names, folders with a trailing "/"
+
+
+def _find_edfs(root: Path) -> _Walk:
+    """Every ``.edf`` (any case) below ``root``, with what was skipped on the way and why.
+
+    Hidden files and folders (``.ipynb_checkpoints/``, ``.DS_Store``, macOS ``._x.edf`` forks) are editor, notebook
+    and OS copies, not data: skipped and counted. A folder that cannot be listed, a link to a folder (links to
+    folders are not followed: they can loop, or pull in another data set) and a broken link become quarantine rows,
+    so nothing is left out unsaid.
+
+    Raises:
+        PermissionError: If ``root`` itself cannot be listed.
+    """
+    found: list[Path] = []
+    rows: list[dict[str, str]] = []
+    hidden: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename or root)
+        if where == root:
+            raise PermissionError(f"{root}: cannot be read ({exc.strerror}); give read access or pass another folder")
+        reason = (
+            f"{where.relative_to(root)}/: folder cannot be read ({exc.strerror}), so its files are not ingested; "
+            "give read access (chmod -R u+rX) or move it out"
+        )
+        rows.append(quarantine_row(where, reason))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        here = Path(dirpath)
+        keep = []
+        for name in sorted(dirnames):
+            path, rel = here / name, (here / name).relative_to(root)
+            if name.startswith("."):
+                hidden.append(f"{rel}/")
+            elif path.is_symlink():
+                rows.append(quarantine_row(path, f"{rel}/: a link to a folder ({os.readlink(path)}); links to folders "
+                                           "are not followed: pass that folder itself, or copy it in"))  # fmt: skip
+            else:
+                keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            path, rel = here / name, (here / name).relative_to(root)
+            if name.startswith("."):
+                hidden.append(str(rel))
+            elif path.is_symlink() and not path.exists():
+                rows.append(quarantine_row(path, f"{rel}: a broken link (its target {os.readlink(path)} does not "
+                                           "exist); fix the link or remove it"))  # fmt: skip
+            elif name.lower().endswith(".edf"):
+                found.append(path)
+    return _Walk(sorted(found, key=lambda p: _natural(str(p.relative_to(root)))), rows, hidden)
+
+
+def _hidden_note(hidden: list[str]) -> list[str]:
+    """One note counting the hidden entries skipped, with a few examples."""
+    if not hidden:
+        return []
+    example = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
+    return [f"{len(hidden)} hidden file(s)/folder(s) skipped ({example}): names starting with '.' are editor, "
+            "notebook or OS files, not data"]  # fmt: skip
 
 
 def _patient(root: Path, path: Path, summary_folder: bool) -> str:
@@ -226,6 +295,7 @@ def discover_recordings(
     Raises:
         FileNotFoundError: If ``root`` is not a folder or holds no ``.edf`` file (a whole-input mistake, not a
             bad file).
+        PermissionError: If ``root`` itself cannot be listed (a sub-folder that cannot is a quarantine row).
         ValueError: If ``channels`` names a channel twice.
     """
     listing = find_candidates(root, channels=channels)
@@ -236,6 +306,9 @@ def discover_recordings(
 def find_candidates(root: Path, *, channels: list[str] | None = None) -> Listing:
     """List the EDF files below ``root`` with their patient, id and CHB-MIT summary record; reads no EDF.
 
+    Hidden files and folders are skipped and counted in a note; unreadable folders, links to folders and broken
+    links are quarantined with their reason (:func:`_find_edfs`).
+
     Args:
         root: The data folder.
         channels: The forced channel set, if any (only checked here: it must name distinct channels).
@@ -245,22 +318,27 @@ def find_candidates(root: Path, *, channels: list[str] | None = None) -> Listing
 
     Raises:
         FileNotFoundError: If ``root`` is not a folder or holds no ``.edf`` file.
+        PermissionError: If ``root`` itself cannot be listed.
         ValueError: If ``channels`` names a channel twice.
     """
     root = Path(root).absolute()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder; pass the folder that holds the EDF recordings")
-    edfs = _find_edfs(root)
+    walk = _find_edfs(root)
+    edfs = walk.edfs
     if not edfs:
+        skipped = [f"{len(walk.hidden)} hidden"] if walk.hidden else []
+        skipped += [f"{len(walk.quarantine)} unreadable or linked"] if walk.quarantine else []
+        also = f" ({' and '.join(skipped)} entries skipped)" if skipped else ""
         raise FileNotFoundError(
-            f"{root}: no .edf files below it; expected CHB-MIT chbNN/ folders, BIDS sub-XX/ folders or EDF files"
+            f"{root}: no .edf files below it{also}; expected CHB-MIT chbNN/ folders, BIDS sub-XX/ folders or EDF files"
         )
     if channels is not None:
         keys = [channel_key(n) for n in channels]
         if not keys or len(set(keys)) != len(keys):
             raise ValueError(f"channels={channels!r}: need distinct names (compared ignoring case and spaces)")
-    quarantine: list[dict[str, str]] = []
-    notes: list[str] = []
+    quarantine: list[dict[str, str]] = list(walk.quarantine)
+    notes: list[str] = _hidden_note(walk.hidden)
     by_folder: dict[Path, list[Path]] = defaultdict(list)
     for p in edfs:
         by_folder[p.parent].append(p)

@@ -176,7 +176,7 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
     def build(out: Path) -> dict:
         try:
             listing = find_candidates(root, channels=cfg.channels)
-        except (FileNotFoundError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # no EDF files, an unreadable root, a repeated channel name
             raise StageError(str(exc)) from exc
         logger.info("ingest: %d EDF files (runner: %s)", len(listing.candidates), runner.kind)
         discovery = ingest_recordings(listing, out, cfg, runner)
@@ -184,7 +184,10 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
             raise StageError(f"no usable EDF recordings under {root}; see quarantine.csv for why")
         kept = discovery.recordings
         write_tables(discovery, out)
-        pd.DataFrame(discovery.quarantine, columns=["path", "stage", "reason"]).to_csv(
+        # Seizures clipped to (or left out past) the end of their data are listed beside the files left out, so
+        # quarantine.csv and the report show every place where the labels differ from the annotations.
+        past = discovery.seizures_past_data
+        pd.DataFrame([*discovery.quarantine, *past], columns=["path", "stage", "reason"]).to_csv(
             out / "quarantine.csv", index=False
         )
         return {
@@ -197,6 +200,7 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
             "hours": sum(r.duration_s for r in kept) / 3600,
             "n_seizures": sum(len(r.seizures) for r in kept),
             "n_quarantined": len(discovery.quarantine),
+            "n_seizures_past_data": len(past),
             "notes": discovery.notes[:50],
         }
 
@@ -205,11 +209,13 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
         return result.model_copy(update={"summary": {"root": str(root)}})
     s = result.summary
     logger.info(
-        "ingest: %d recordings, %d patients, %.1f h, %d seizures, %d quarantined%s",
+        "ingest: %d recordings, %d patients, %.1f h, %d seizures (%d annotated past the end of their data: clipped "
+        "or left out, see quarantine.csv), %d quarantined%s",
         s["n_recordings"],
         s["n_patients"],
         s["hours"],
         s["n_seizures"],
+        s.get("n_seizures_past_data", 0),
         s["n_quarantined"],
         " (cached)" if result.cached else "",
     )

@@ -1,7 +1,10 @@
 """Find inspection images and their raw labels: ELPV, a class-per-folder tree, or a CSV manifest.
 
 Ingest only lists files and raw labels; it does not decode pixels (that is the quality stage's job), so a bad
-file never stops discovery. Manifest rows that cannot be used become quarantine records instead of errors.
+file never stops discovery. Manifest rows that cannot be used, unreadable folders and broken links become
+quarantine records instead of errors; hidden files and folders are skipped and counted. Only a manifest whose
+header or delimiter cannot be read, or a source with nothing usable at all, stops ingest, with a sentence saying
+what was found.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import csv
 import hashlib
 import importlib.metadata
 import importlib.util
+import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,53 +84,230 @@ def read_elpv(root: Path | None = None) -> IngestResult:
     return IngestResult("elpv", str(root), pd.DataFrame(rows, columns=INGEST_COLUMNS), quarantine)
 
 
+def _skip(path: Path, reason: str) -> dict[str, str]:
+    return {"path": str(path), "stage": "ingest", "reason": reason}
+
+
+@dataclass
+class _Walk:
+    """What a walk of the data folder found: files in name order, and what it left out (never silently)."""
+
+    files: list[Path] = field(default_factory=list)
+    quarantine: list[dict[str, str]] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+    seen_dirs: set[str] = field(default_factory=set)
+
+
+def _walk(folder: Path, root: Path, found: _Walk) -> None:
+    """Every file under ``folder`` (links to folders followed once); unreadable folders and broken links are
+    recorded in ``found.quarantine``, hidden entries (``.ipynb_checkpoints/``, ``.DS_Store``) in ``found.hidden``."""
+    found.seen_dirs.add(os.path.realpath(folder))
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        reason = f"cannot read folder ({exc.strerror or exc}); its files were skipped: make it readable or move it out"
+        found.quarantine.append(_skip(folder, reason))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            found.hidden.append(path.relative_to(root).as_posix() + ("/" if entry.is_dir() else ""))
+            continue
+        if entry.is_symlink():
+            try:
+                path.stat()
+            except OSError as exc:
+                reason = f"broken symbolic link to {os.readlink(path)} ({exc.strerror or exc}); fix or remove the link"
+                found.quarantine.append(_skip(path, reason))
+                continue
+        if entry.is_dir():
+            if os.path.realpath(path) in found.seen_dirs:
+                reason = f"link to folder {os.path.realpath(path)}, which is already read; its files are used once"
+                found.quarantine.append(_skip(path, reason))
+                continue
+            _walk(path, root, found)
+        elif entry.is_file():
+            found.files.append(path)
+        else:
+            found.quarantine.append(_skip(path, "not a regular file (a pipe, socket or device); move it out"))
+
+
+def _hidden_note(hidden: list[str]) -> list[str]:
+    """One note counting the hidden folders and files that were skipped, with a few examples."""
+    if not hidden:
+        return []
+    n_dirs = sum(h.endswith("/") for h in hidden)
+    n_files = len(hidden) - n_dirs
+    parts = [f"{n} hidden {kind}{'s' if n != 1 else ''}" for n, kind in ((n_dirs, "folder"), (n_files, "file")) if n]
+    examples = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
+    return [f"skipped {' and '.join(parts)} ({examples}): names starting with '.' are never data"]
+
+
 def read_folder(root: Path) -> IngestResult:
     """``ROOT/<class_name>/**/*.{png,jpg,...}``: the class is the top-level folder name.
 
-    Files with other extensions are ignored and counted (a README or a thumbs.db is no error).
+    Files with other extensions are ignored and counted (a README or a thumbs.db is no error); hidden folders and
+    files (``.ipynb_checkpoints/``, ``.DS_Store``) are skipped and counted; an unreadable folder, a broken link, an
+    image outside any class folder or a second link to one file goes to the quarantine list with its reason, so no
+    input is left out without a word.
     """
+    try:
+        top = list(root.iterdir())
+    except OSError as exc:
+        raise ValueError(f"{root}: cannot read the data folder ({exc.strerror or exc}); make it readable") from exc
+    if not any(p.is_dir() and not p.name.startswith(".") for p in top):
+        raise ValueError(f"{root}: no class folders found; expected ROOT/<class_name>/<image files>")
+    found = _Walk()
+    _walk(root, root, found)
     rows = []
     ignored = 0
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise ValueError(f"{root}: no class folders found; expected ROOT/<class_name>/<image files>")
-    for class_dir in class_dirs:
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                ignored += 1
-                continue
-            rel = path.relative_to(root)
-            rows.append(
-                {
-                    "sample_id": rel.with_suffix("").as_posix(),
-                    "path": str(path.resolve()),
-                    "label_raw": class_dir.name,
-                    "stratum": "",
-                    "group": "",
-                }
-            )
+    images = [p for p in found.files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    kept = _one_name_per_file([p for p in images if len(p.relative_to(root).parts) > 1])
+    for path in found.files:
+        rel = path.relative_to(root)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            ignored += 1
+            continue
+        if len(rel.parts) == 1:
+            reason = "image directly in the data folder, not in a class folder; move it into ROOT/<class_name>/"
+            found.quarantine.append(_skip(path, reason))
+            continue
+        real = str(path.resolve())
+        if kept[real] != path:
+            reason = f"a link to {kept[real]}, which is read already; it is used once, under that name"
+            found.quarantine.append(_skip(path, reason))
+            continue
+        # the whole relative path, extension included, so x.png and x.jpg in one class are two samples
+        rows.append({"sample_id": rel.as_posix(), "path": real, "label_raw": rel.parts[0], "stratum": "", "group": ""})
     notes = [f"ignored {ignored} files without an image extension ({', '.join(IMAGE_EXTENSIONS)})"] if ignored else []
-    return IngestResult("folder", str(root.resolve()), pd.DataFrame(rows, columns=INGEST_COLUMNS), notes=notes)
+    notes += _hidden_note(found.hidden)
+    if not rows:
+        raise ValueError(
+            _nothing_found(
+                f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders", found.quarantine
+            )
+        )
+    records = pd.DataFrame(rows, columns=INGEST_COLUMNS)
+    return IngestResult("folder", str(root.resolve()), records, found.quarantine, notes)
+
+
+def _one_name_per_file(paths: list[Path]) -> dict[str, Path]:
+    """For each real file, the name it is used under: the first that is not a link, else the first link."""
+    kept: dict[str, Path] = {}
+    for path in paths:
+        real = str(path.resolve())
+        if real not in kept or (kept[real].is_symlink() and not path.is_symlink()):
+            kept[real] = path
+    return kept
+
+
+def _nothing_found(what: str, quarantine: list[dict[str, str]]) -> str:
+    """The error when discovery found nothing usable: what was looked for, and the first reasons why not."""
+    if not quarantine:
+        return what
+    shown = "; ".join(f"{q['path']}: {q['reason']}" for q in quarantine[:3])
+    more = f" (and {len(quarantine) - 3} more)" if len(quarantine) > 3 else ""
+    return f"{what}; left out: {shown}{more}"
+
+
+MANIFEST_HEADER = "path,label[,group]"
+_DELIMITERS = (";", "\t", "|")
+
+
+def _manifest_rows(csv_path: Path) -> tuple[list[list[str]], int, list[str]]:
+    """The CSV's rows, the index of the first data row and notes; a header or delimiter that cannot be read as
+    ``path,label[,group]`` raises a ValueError naming what was found.
+
+    A first row ``path,label[,group]`` (any case) is the header. A first row whose first cell names an image file
+    and whose second cell is a label is data (header-less manifests keep working, with a note). Anything else is
+    a header vigil cannot read: a ``;``- or tab-separated file, ``file,class``, a one-column list of paths.
+    """
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"manifest {csv_path}: not a UTF-8 text CSV manifest ({exc})") from exc
+    lines = list(csv.reader(io.StringIO(text, newline="")))
+    first_at = next((i for i, r in enumerate(lines) if any(c.strip() for c in r)), None)
+    if first_at is None:
+        raise ValueError(
+            f"manifest {csv_path}: the file is empty; expected a header `{MANIFEST_HEADER}` and one row per image"
+        )
+    first = [c.strip() for c in lines[first_at]]
+    if [c.lower() for c in first[:2]] == ["path", "label"]:
+        return lines, first_at + 1, []
+    if len(first) >= 2 and Path(first[0]).suffix.lower() in IMAGE_EXTENSIONS and first[1]:
+        return lines, first_at, [f"manifest {csv_path.name} has no header row; read its columns as {MANIFEST_HEADER}"]
+    raw = next(line for line in text.splitlines() if line.strip())
+    shown = raw if len(raw) <= 80 else raw[:77] + "..."
+    delimiter = next((d for d in _DELIMITERS if d in raw and "," not in raw), None)
+    why = (
+        f"; delimiter {delimiter!r} instead of ',': save it as a comma-separated CSV"
+        if delimiter
+        else f"; write `{MANIFEST_HEADER}` as its first line, with paths relative to the manifest"
+    )
+    raise ValueError(f"manifest {csv_path}: expected a header `{MANIFEST_HEADER}`, found `{shown}`{why}")
+
+
+@dataclass(frozen=True)
+class _ManifestRow:
+    lineno: int
+    where: str
+    cell: str  # the path as written
+    path: str  # resolved
+    label: str
+    group: str
+
+
+def _one_row_per_file(rows: list[_ManifestRow]) -> tuple[list[_ManifestRow], list[dict[str, str]]]:
+    """Keep the first row of each file; a file listed with conflicting labels keeps none of its rows.
+
+    Labels that differ only in case or surrounding spaces agree (the label stage merges such spellings); any
+    other difference is a conflict the manifest's author must settle, so every such row is quarantined with all
+    the labels named rather than trusting whichever came first.
+    """
+    by_path: dict[str, list[_ManifestRow]] = {}
+    for r in rows:
+        by_path.setdefault(r.path, []).append(r)
+    keep: list[_ManifestRow] = []
+    quarantine: list[dict[str, str]] = []
+    for r in rows:
+        same = by_path[r.path]
+        if len({x.label.casefold() for x in same}) > 1:
+            said = ", ".join(f"line {x.lineno} says {x.label!r}" for x in same)
+            reason = f"{r.path} is listed with conflicting labels ({said}); keep one row per file, with the right label"
+            quarantine.append({"path": r.where, "stage": "ingest", "reason": reason})
+        elif r is not same[0]:
+            reason = f"path listed twice: {r.path} (line {same[0].lineno} is kept)"
+            quarantine.append({"path": r.where, "stage": "ingest", "reason": reason})
+        else:
+            keep.append(r)
+    return keep, quarantine
+
+
+def _outside_note(csv_path: Path, rows: list[_ManifestRow]) -> list[str]:
+    """Manifest paths outside the manifest's folder are allowed (review loops write such manifests): list them."""
+    base = Path(os.path.abspath(csv_path.parent))
+    outside = [r.cell for r in rows if not Path(os.path.normpath(base / r.cell)).is_relative_to(base)]
+    if not outside:
+        return []
+    examples = ", ".join(outside[:3]) + (", ..." if len(outside) > 3 else "")
+    return [
+        f"{len(outside)} manifest path{'s' if len(outside) != 1 else ''} point outside the manifest's folder "
+        f"{base} (allowed): {examples}"
+    ]
 
 
 def read_manifest(csv_path: Path) -> IngestResult:
-    """A CSV ``path,label[,group]`` (header optional); paths are relative to the CSV file.
+    """A CSV ``path,label[,group]`` (header optional when the first row is data); paths are relative to the CSV.
 
     A row with a missing field, an unknown file or a repeated path is quarantined with its line number, so one
-    typo does not lose the whole data set.
+    typo does not lose the whole data set; a file listed twice with different labels loses every such row.
     """
+    lines, start, notes = _manifest_rows(csv_path)
     base = csv_path.parent
-    rows: list[dict[str, str]] = []
+    rows: list[_ManifestRow] = []
     quarantine: list[dict[str, str]] = []
-    seen: set[str] = set()
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            lines = list(csv.reader(fh))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{csv_path}: not a UTF-8 text CSV manifest ({exc})") from exc
-    start = 1 if lines and [c.strip().lower() for c in lines[0][:2]] == ["path", "label"] else 0
     for lineno, cells in enumerate(lines[start:], start=start + 1):
         where = f"{csv_path}:{lineno}"
         cells = [c.strip() for c in cells]
@@ -142,20 +324,29 @@ def read_manifest(csv_path: Path) -> IngestResult:
         if not path.is_file():
             quarantine.append({"path": where, "stage": "ingest", "reason": f"file not found: {path}"})
             continue
-        if str(path) in seen:
-            quarantine.append({"path": where, "stage": "ingest", "reason": f"path listed twice: {path}"})
-            continue
-        seen.add(str(path))
-        rows.append(
+        group = cells[2] if len(cells) > 2 else ""
+        rows.append(_ManifestRow(lineno, where, cells[0], str(path), cells[1], group))
+    rows, repeated = _one_row_per_file(rows)
+    quarantine += repeated
+    quarantine.sort(key=lambda q: int(q["path"].rsplit(":", 1)[1]))
+    if not rows:
+        raise ValueError(_nothing_found(f"manifest {csv_path}: none of its rows lists a usable image", quarantine))
+    records = pd.DataFrame(
+        # the path as written, extension included, so x.png and x.jpg are two samples
+        [
             {
-                "sample_id": Path(cells[0]).with_suffix("").as_posix(),
-                "path": str(path),
-                "label_raw": cells[1],
+                "sample_id": Path(r.cell).as_posix(),
+                "path": r.path,
+                "label_raw": r.label,
                 "stratum": "",
-                "group": cells[2] if len(cells) > 2 else "",
+                "group": r.group,
             }
-        )
-    return IngestResult("manifest", str(csv_path.resolve()), pd.DataFrame(rows, columns=INGEST_COLUMNS), quarantine)
+            for r in rows
+        ],
+        columns=INGEST_COLUMNS,
+    )
+    notes += _outside_note(csv_path, rows)
+    return IngestResult("manifest", str(csv_path.resolve()), records, quarantine, notes)
 
 
 def discover_images(path: str | Path | None) -> IngestResult:
@@ -209,6 +400,11 @@ def source_fingerprint(result: IngestResult) -> str:
     for path in result.records["path"]:
         st = Path(path).stat()
         h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    # what was left out is part of the listing too: a folder made readable or a link fixed reruns ingest
+    for q in result.quarantine:
+        h.update(f"{q['path']}\0{q['reason']}\n".encode())
+    for note in result.notes:
+        h.update(f"{note}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -11,9 +11,10 @@ then MNE opens it (``preload=False``), the signals are scanned in chunks for non
 
 Seizures, in order of precedence (:mod:`tasks.ingest.annotations` reads the sources): the folder's CHB-MIT
 summary (a file the summary lists; an EDF it does not list falls back to the sources below and is noted); else
-an events sidecar; else the file's EDF+ annotations; else the recording is seizure-free. Seizures that end after
-the data are left out whole by :func:`tasks.ingest.chbmit.attach_seizures` (never clipped) with a note naming
-the file.
+an events sidecar; else the file's EDF+ annotations; else the recording is seizure-free. A seizure that runs past
+the end of the data is clipped to it, one that starts after the end is left out
+(:func:`tasks.ingest.chbmit.attach_seizures`); each is named in the recording's notes and in
+:attr:`RecordingInfo.seizures_past_data`, which the stage writes to ``quarantine.csv`` so the report lists it.
 
 De-identification: every message returned (the reason, the recording's notes) is scrubbed of the file's header
 tokens (:func:`tasks.edf.scrub`).
@@ -38,6 +39,7 @@ from tasks.edf import (
     header_secrets,
     open_raw,
     read_chunks,
+    read_edf_annotations,
     read_edf_header,
     scan_signals,
     scrub,
@@ -69,7 +71,9 @@ class RecordingInfo:
             order.
         start_offset_s: Seconds from the patient's first file's start to this file's start (CHB-MIT clock times);
             ``None`` when unknown.
-        notes: What a reader should know about this file (dropped seizures, repeated or flat channels, ...).
+        notes: What a reader should know about this file (clipped seizures, repeated or flat channels, ...).
+        seizures_past_data: One reason per seizure annotated past the end of the data (clipped to it, or left out
+            when it starts after the end), naming the file by its path below ROOT.
     """
 
     recording_id: str
@@ -82,6 +86,7 @@ class RecordingInfo:
     channels: list[str]
     start_offset_s: float | None
     notes: list[str] = field(default_factory=list)
+    seizures_past_data: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -146,13 +151,16 @@ def inspect_candidate(
         The inspected recording, or the quarantine reason.
     """
     secrets = header_secrets(c.path)
+    # The file's own path and names are the user's choice and every message needs them: never scrubbed.
+    keep = [str(c.path), c.rel, c.path.name, c.path.stem, str(Path(c.rel).parent)]
     try:
         result = _inspect(c, min_duration_s, flat_std_v, scan_chunk_s)
     except Exception as exc:  # the sanctioned per-file catch: record the file, keep the (scrubbed) message
         result = f"{c.rel}: unexpected error while reading it: {type(exc).__name__}: {exc}"
     if isinstance(result, str):
-        return scrub(result, secrets)
-    result.info.notes = [scrub(n, secrets) for n in result.info.notes]
+        return scrub(result, secrets, keep)
+    result.info.notes = [scrub(n, secrets, keep) for n in result.info.notes]
+    result.info.seizures_past_data = [scrub(n, secrets, keep) for n in result.info.seizures_past_data]
     return result
 
 
@@ -183,10 +191,10 @@ def _channel_notes(rel: str, header: EdfHeader, chans: FileChannels) -> list[str
     return notes
 
 
-def _seizure_record(c: Candidate, raw: mne.io.BaseRaw, notes: list[str]) -> tuple[SummaryFile, str] | str:
+def _seizure_record(c: Candidate, header: EdfHeader, notes: list[str]) -> tuple[SummaryFile, str] | str:
     """The file's seizures as a summary record and their source (summary > sidecar > EDF+ annotations), or the
     quarantine reason of an untrustworthy sidecar; disagreements and fallbacks are appended to ``notes``."""
-    ann, ann_notes = annotation_seizures(raw, c.rel)
+    ann, ann_notes = annotation_seizures(read_edf_annotations(header), c.rel)
     if c.summary is not None:
         record, source = c.summary, "chbmit-summary"
         if ann and ann != merge_intervals(record.seizures)[0]:
@@ -237,13 +245,14 @@ def _inspect(c: Candidate, min_duration_s: float, flat_std_v: float, scan_chunk_
     if not chans.usable:
         return f"{c.rel}: no usable channels (every signal is a placeholder)"
 
-    found = _seizure_record(c, raw, notes)
+    found = _seizure_record(c, header, notes)
     if isinstance(found, str):
         return found
     record, source = found
-    kept_seizures, dropped = attach_seizures(record, duration)
+    kept_seizures, past = attach_seizures(record, duration)
     # attach_seizures names the file by its base name; name it by its path below ROOT like every other message.
-    notes += [f"{c.rel}: {d.reason.split(': ', 1)[1]}" for d in dropped]
+    past_reasons = [f"{c.rel}: {p.reason.split(': ', 1)[1]}" for p in past]
+    notes += past_reasons
 
     # Signals: one chunked pass over the usable channels.
     chunk = max(1, int(round(scan_chunk_s * sfreq)))
@@ -263,5 +272,6 @@ def _inspect(c: Candidate, min_duration_s: float, flat_std_v: float, scan_chunk_
         channels=[ch.name for ch in chans.usable],
         start_offset_s=c.summary.start_s if c.summary is not None else None,
         notes=notes,
+        seizures_past_data=past_reasons,
     )
     return Inspected(info, c.rel, chans.usable, _flat_reasons(scan), chans.repeats)

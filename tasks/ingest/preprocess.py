@@ -341,7 +341,8 @@ def _open_picks(path: Path, channels: Sequence[str]) -> tuple[mne.io.BaseRaw, li
         raw = open_raw(path)
     except Exception as exc:
         # ``from None``: the chained original could quote the header's identifying fields.
-        raise ValueError(scrub(f"{path}: MNE cannot read it ({type(exc).__name__}: {exc})", secrets)) from None
+        text = scrub(str(exc), secrets, keep=[str(path), path.name])  # only MNE's words can quote the header
+        raise ValueError(f"{path}: MNE cannot read it ({type(exc).__name__}: {text})") from None
     by_key = {ch.key: ch for ch in file_channels(header, raw.ch_names).usable}
     missing = [n for n in channels if channel_key(n) not in by_key]
     if missing:

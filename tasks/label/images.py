@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import LabelConfig
+from tasks.label.class_names import fold, merge_spellings, typo_error
 from tasks.rundir import RunContext
 
 NEGATIVE_NAMES = ("good", "ok", "normal", "non_defective")
@@ -57,15 +58,25 @@ def label_elpv(records: pd.DataFrame, cfg: LabelConfig) -> tuple[pd.DataFrame, l
     return out, names
 
 
-def label_named_classes(records: pd.DataFrame, cfg: LabelConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Folder/manifest labels: binary is the negative class vs everything else, multiclass keeps each class."""
-    raw = records["label_raw"].astype(str)
-    classes = sorted(raw.unique())
+def label_named_classes(records: pd.DataFrame, cfg: LabelConfig) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Folder/manifest labels: binary is the negative class vs everything else, multiclass keeps each class.
+
+    Spellings of one class that differ only in case or surrounding spaces are merged first, and a name that looks
+    like a typo of another stops the run (see :mod:`tasks.label.class_names`); returns (table, class names, notes).
+    """
+    spelled = merge_spellings(records["label_raw"].astype(str).tolist())
+    raw = records["label_raw"].astype(str).map(spelled.mapping)
+    classes = sorted(spelled.counts)
+    by_key = {fold(c): c for c in classes}
     negative = cfg.negative
     if negative is None:
-        negative = next((c for c in classes if c.lower() in NEGATIVE_NAMES), None)
-    elif negative not in classes:
+        negative = next((c for c in classes if fold(c) in NEGATIVE_NAMES), None)
+    elif fold(negative) in by_key:
+        negative = by_key[fold(negative)]
+    else:
         raise LabelError(f"label.negative={negative!r} is not one of the classes found: {', '.join(classes)}")
+    if problem := typo_error(spelled.counts, negative if cfg.mode == "binary" else None):
+        raise LabelError(problem)
     out = records.copy()
     out["weight"] = 1.0
     if cfg.mode == "binary":
@@ -76,39 +87,61 @@ def label_named_classes(records: pd.DataFrame, cfg: LabelConfig) -> tuple[pd.Dat
                 f"or use --set label.mode=multiclass"
             )
         positives = [c for c in classes if c != negative]
-        out["label"] = (raw != negative).astype(int)
+        out["label"] = (raw != negative).astype(int).to_numpy()
         names = [negative, positives[0] if len(positives) == 1 else "defective"]
-        return out, names
+        return out, names, spelled.notes
     names = ([negative] if negative else []) + [c for c in classes if c != negative]
-    out["label"] = raw.map({c: i for i, c in enumerate(names)}).astype(int)
-    return out, names
+    out["label"] = raw.map({c: i for i, c in enumerate(names)}).astype(int).to_numpy()
+    return out, names, spelled.notes
 
 
 def _split_indices(
-    labels: np.ndarray, strata: np.ndarray, groups: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions into (keep, held_out) of about ``fraction``, stratified, groups kept whole."""
+    labels: np.ndarray, strata: np.ndarray, groups: np.ndarray, fraction: float, seed: int, part: str, min_groups: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Split positions into (keep, held_out) of about ``fraction``, stratified, groups kept whole; plus notes.
+
+    With groups, the held-out part is one fold of a ``StratifiedGroupKFold`` with ``round(1 / fraction)`` folds.
+    With fewer groups than that (but at least ``min_groups``) it uses one fold per group, so the held-out part
+    is one whole group and larger than ``fraction``; below ``min_groups`` the split cannot keep groups apart and is
+    a plain stratified one. Both say so in a note. A row without a group is a group of its own.
+    """
     idx = np.arange(len(labels))
+    notes: list[str] = []
     if (groups != "").any():
-        n_splits = max(2, round(1 / fraction))
-        sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        keep, held = next(sgkf.split(idx, labels, groups=np.where(groups == "", idx.astype(str), groups)))
-        return keep, held
+        units = np.array([g if g else f"\x1frow {i}" for i, g in enumerate(groups)], dtype=object)
+        n_groups = len(np.unique(units))
+        wanted = max(2, round(1 / fraction))
+        if n_groups >= min_groups:
+            n_splits = min(wanted, n_groups)
+            sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+            keep, held = next(sgkf.split(idx, labels, groups=units))
+            if n_splits < wanted:
+                share = len(held) / len(idx)
+                notes.append(
+                    f"only {n_groups} groups for the {part} split, so it holds one whole group ({share:.0%} of "
+                    f"{len(idx)} images instead of {fraction:.0%}): no group is in two splits"
+                )
+            return keep, held, notes
+        notes.append(
+            f"only {n_groups} group(s) left for the {part} split, so it is drawn from the same groups as training "
+            f"(a plain stratified {fraction:.0%} split); add groups for a {part} split that keeps them apart"
+        )
     key = np.char.add(labels.astype(str), np.char.add("|", strata.astype(str)))
     _, counts = np.unique(key, return_counts=True)
     stratify = key if counts.min() >= 2 else labels
     keep, held = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
-    return np.sort(keep), np.sort(held)
+    return np.sort(keep), np.sort(held), notes
 
 
 def make_splits(records: pd.DataFrame, source: str, cfg: LabelConfig, seed: int) -> Labelled:
     """Label the usable records and assign ``split`` in {train, val, test}; raises LabelError with a hint."""
     if records.empty:
         raise LabelError("no usable images are left after the quality checks; see quarantine.csv for why")
+    notes: list[str] = []
     if source == "elpv":
         table, names = label_elpv(records, cfg)
     else:
-        table, names = label_named_classes(records, cfg)
+        table, names, notes = label_named_classes(records, cfg)
     counts = np.bincount(table["label"].to_numpy(), minlength=len(names))
     missing = [names[i] for i, n in enumerate(counts) if n < 3]
     if missing:
@@ -120,10 +153,13 @@ def make_splits(records: pd.DataFrame, source: str, cfg: LabelConfig, seed: int)
     labels = table["label"].to_numpy()
     strata = table["stratum"].fillna("").astype(str).to_numpy()
     groups = table["group"].fillna("").astype(str).to_numpy()
-    train_idx, test_idx = _split_indices(labels, strata, groups, cfg.test_fraction, seed)
-    sub_train, sub_val = _split_indices(
-        labels[train_idx], strata[train_idx], groups[train_idx], cfg.val_fraction, seed + 1
+    # test keeps groups apart from 2 groups on; validation (early stopping, threshold) only from 3, so training
+    # is not left with a single group
+    train_idx, test_idx, test_notes = _split_indices(labels, strata, groups, cfg.test_fraction, seed, "test", 2)
+    sub_train, sub_val, val_notes = _split_indices(
+        labels[train_idx], strata[train_idx], groups[train_idx], cfg.val_fraction, seed + 1, "validation", 3
     )
+    notes += test_notes + val_notes
     split = np.empty(len(table), dtype=object)
     split[train_idx[sub_train]] = "train"
     split[train_idx[sub_val]] = "val"
@@ -131,11 +167,11 @@ def make_splits(records: pd.DataFrame, source: str, cfg: LabelConfig, seed: int)
     table["split"] = split
     table["synthetic"] = False
     table["class_name"] = [names[i] for i in labels]
-    notes = []
     for part in ("train", "val", "test"):
         present = set(table.loc[table["split"] == part, "label"])
         if len(present) < len(names):
-            notes.append(f"the {part} split lacks class(es) {sorted(set(range(len(names))) - present)}")
+            lacking = ", ".join(names[i] for i in sorted(set(range(len(names))) - present))
+            notes.append(f"the {part} split lacks class(es) {lacking}")
     return Labelled(table[SPLIT_COLUMNS].reset_index(drop=True), names, notes)
 
 

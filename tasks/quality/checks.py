@@ -41,38 +41,44 @@ class ImageCheck:
     grey: bool = True
 
 
+#: What to do about a file whose bytes are damaged (the usual cause: an interrupted copy or export).
+_AGAIN = "copy or export it again"
+
+
 def check_image(path: str | Path, min_std: float = 1e-6, min_side_px: int = 8) -> ImageCheck:
-    """Check one file; never raises for a bad file (the reason says what is wrong)."""
+    """Check one file; never raises for a bad file (the reason says what is wrong and what to do)."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
-        return ImageCheck(str(p), f"cannot read file ({exc.strerror or exc})")
+        reason = f"cannot read file ({exc.strerror or exc}); make it readable for the user running vigil, or remove it"
+        return ImageCheck(str(p), reason)
     if not data:
-        return ImageCheck(str(p), "empty file (0 bytes)")
+        return ImageCheck(str(p), f"empty file (0 bytes); {_AGAIN}, or remove it")
     kind = next((name for sig, name in _SIGNATURES if data.startswith(sig)), None)
     if kind is None:
         head = data[:16]
         text_like = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
         hint = " (looks like a text file)" if text_like else ""
-        return ImageCheck(str(p), f"not an image: content is not PNG, JPEG, BMP or TIFF{hint}")
+        return ImageCheck(str(p), f"not an image: content is not PNG, JPEG, BMP or TIFF{hint}; move it out of the data")
     digest = hashlib.sha256(data).hexdigest()
     if kind == "PNG" and b"IEND" not in data[-32:]:
-        return ImageCheck(str(p), "truncated PNG (no IEND chunk at the end of the file)", digest)
+        return ImageCheck(str(p), f"truncated PNG (no IEND chunk at the end of the file); {_AGAIN}", digest)
     if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        return ImageCheck(str(p), "truncated JPEG (no end-of-image marker)", digest)
+        return ImageCheck(str(p), f"truncated JPEG (no end-of-image marker); {_AGAIN}", digest)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
-        return ImageCheck(str(p), f"corrupt {kind}: OpenCV could not decode it", digest)
+        return ImageCheck(str(p), f"corrupt {kind}: OpenCV could not decode it; {_AGAIN}", digest)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
     h, w = image.shape[:2]
     if min(h, w) < min_side_px:
-        return ImageCheck(str(p), f"too small ({w}x{h} px; need at least {min_side_px} px per side)", digest)
+        reason = f"too small ({w}x{h} px; need {min_side_px} px per side); remove it, or lower quality.min_side_px"
+        return ImageCheck(str(p), reason, digest)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         return ImageCheck(str(p), f"unsupported pixel type {image.dtype} (use 8- or 16-bit)", digest)
     if float(image.std()) <= min_std:
-        return ImageCheck(str(p), "blank image: every pixel has the same value", digest)
+        return ImageCheck(str(p), "blank image: every pixel has the same value; remove the failed capture", digest)
     channels = 1 if image.ndim == 2 else image.shape[2]
     return ImageCheck(str(p), None, digest, h, w, channels, str(image.dtype), is_grey(image))
 
@@ -105,7 +111,8 @@ def apply_checks(
             quarantine.append({"path": row["path"], "stage": "quality", "reason": c.reason})
             continue
         if row["path"] in dupes:
-            reason = f"exact duplicate of {dupes[row['path']]} (first copy kept)"
+            first = dupes[row["path"]]
+            reason = f"exact duplicate of {first} (first copy kept); delete one, or set quality.drop_duplicates=false"
             quarantine.append({"path": row["path"], "stage": "quality", "reason": reason})
             continue
         row.update(sha256=c.sha256, height=c.height, width=c.width, channels=c.channels, dtype=c.dtype, grey=c.grey)

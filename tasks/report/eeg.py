@@ -52,7 +52,7 @@ from tasks.report.eeg_tables import (
     synthetic_splits,
 )
 from tasks.report.synthetic import USEFULNESS, synthetic_metrics, synthetic_section
-from tasks.rundir import RunContext, link_or_copy
+from tasks.rundir import RunContext, copy_file
 
 FLOW = "seizure-prediction"
 _PREDICTION_CONTEXT = (
@@ -130,7 +130,7 @@ def write_run_files(
     if windows is not None:
         _write_splits(run_dir, ok, windows)
     if "augment" in ok:
-        link_or_copy(ok["augment"].dir / "augment.json", run_dir / "augment.json")
+        copy_file(ok["augment"].dir / "augment.json", run_dir / "augment.json")
     det, pred = evaluation.get("detection"), evaluation.get("prediction")
     if det and "train-detection" in ok:
         _write_model(run_dir / "detection", ok["train-detection"], threshold=det["threshold"])

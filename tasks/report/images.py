@@ -41,7 +41,7 @@ from tasks.report.common import (
 )
 from tasks.report.plots import plot_confusion, plot_learning_curves, plot_roc, plot_worst
 from tasks.report.synthetic import USEFULNESS, synthetic_metrics, synthetic_section
-from tasks.rundir import RunContext, link_or_copy
+from tasks.rundir import RunContext, copy_file
 
 FLOW = "defect-detection"
 HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "threshold")
@@ -97,13 +97,35 @@ def build_metrics(
         metrics["train"] = {k: s.get(k) for k in ("model", "device", "best_epoch", "epochs_run", "n_parameters")}
     if evaluation:
         metrics["test"] = evaluation["test"]
+        if "models" in evaluation:
+            metrics["models"] = evaluation["models"]
+            metrics["selection"] = evaluation["selection"]
+            metrics.setdefault("train", {})["model"] = evaluation["selection"]["model"]
         if "baseline" in evaluation:
             metrics["baseline"] = evaluation["baseline"]
+            if note := baseline_beats_chosen(evaluation):
+                metrics["baseline_note"] = note
     if usefulness := _ok(stages, USEFULNESS):
         metrics["synthetic"] = synthetic_metrics(usefulness, stages.get("synth"))
     if error:
         metrics["error"] = error
     return metrics
+
+
+def baseline_beats_chosen(evaluation: dict[str, Any]) -> str | None:
+    """A sentence when the classical baseline beat the chosen model on validation (by the selection metric): the
+    baseline does not ship (it does not export), so a person must know the shipped model is the weaker one."""
+    selection, base_val = evaluation.get("selection"), evaluation.get("baseline", {}).get("val", {})
+    if not selection or selection.get("value") is None or base_val.get(selection["metric"]) is None:
+        return None
+    margin = float(base_val[selection["metric"]]) - float(selection["value"])
+    if margin <= 0:
+        return None
+    return (
+        f"The HOG/LBP + SVM baseline beat the chosen model {selection['model']} on validation "
+        f"{selection['metric']} by {margin:.3f} ({base_val[selection['metric']]:.3f} vs {selection['value']:.3f}); "
+        "the shipped model.pt is the network. Consider a pre-trained candidate or more training."
+    )
 
 
 def describe(metrics: dict[str, Any]) -> str:
@@ -138,11 +160,11 @@ def write_run_files(
     quarantine.to_csv(run_dir / "quarantine.csv", index=False)
     label, train, augment = _ok(stages, "label"), _ok(stages, "train"), _ok(stages, "augment")
     if train and (train.dir / "splits.csv").is_file():
-        link_or_copy(train.dir / "splits.csv", run_dir / "splits.csv")  # real rows + the synthetic rows it used
+        copy_file(train.dir / "splits.csv", run_dir / "splits.csv")  # real rows + the synthetic rows it used
     elif label:
-        link_or_copy(label.dir / "splits.csv", run_dir / "splits.csv")
+        copy_file(label.dir / "splits.csv", run_dir / "splits.csv")
     if augment:
-        link_or_copy(augment.dir / "augment.json", run_dir / "augment.json")
+        copy_file(augment.dir / "augment.json", run_dir / "augment.json")
     if train and evaluation:
         _write_model(run_dir, train, evaluation, threshold_metric)
     return quarantine
@@ -150,7 +172,9 @@ def write_run_files(
 
 def _write_model(run_dir: Path, train: StageResult, evaluation: dict[str, Any], threshold_metric: str | None) -> None:
     """model.pt: the trained weights plus what prediction needs (decision threshold, positive class, test scores)."""
-    meta = torch.load(train.dir / "weights.pt", map_location="cpu", weights_only=True)
+    chosen = evaluation.get("selection", {}).get("model")
+    entry = train.summary.get("candidates", {}).get(chosen, {"path": train.path})
+    meta = torch.load(Path(entry["path"]) / "weights.pt", map_location="cpu", weights_only=True)
     meta["threshold"] = evaluation["test"].get("threshold")
     meta["threshold_metric"] = threshold_metric
     meta["positive_class"] = meta["class_names"][1] if len(meta["class_names"]) == 2 else None
@@ -244,6 +268,47 @@ def _augment_section(doc: ReportDoc, augment: StageResult) -> None:
     )
 
 
+def data_notes(stages: dict[str, StageResult]) -> list[str]:
+    """What ingest and label said about the data (merged class spellings, skipped hidden files, paths outside the
+    manifest's folder, how few groups were split), so the report shows what the log warned about."""
+    return [
+        f"{name}: {note}"
+        for name in ("ingest", "label")
+        if (st := stages.get(name)) is not None
+        for note in st.summary.get("notes", [])
+    ]
+
+
+def candidate_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per trained candidate: validation score it was chosen by, test accuracy and balanced accuracy."""
+    selection = metrics["selection"]
+    rows = []
+    for name, m in metrics["models"].items():
+        test = m["test"]
+        ci = test.get("balanced_accuracy_ci95")
+        rows.append(
+            {
+                "candidate": name + (" (chosen)" if name == selection["model"] else ""),
+                f"val {selection['metric']}": fmt(m["val"].get(selection["metric"])),
+                "test accuracy": fmt(test.get("accuracy")),
+                "test balanced accuracy": fmt(test.get("balanced_accuracy"))
+                + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
+            }
+        )
+    return rows
+
+
+def _candidates_section(doc: ReportDoc, metrics: dict[str, Any]) -> None:
+    rows = candidate_rows(metrics)
+    sel = metrics["selection"]
+    text = f"Chosen on the validation split by {sel['metric']}: {sel['model']}; test numbers never chose anything."
+    doc.add(
+        "Candidates",
+        f"<p>{html.escape(text)}</p>" + html_table(rows),
+        f"## Candidates\n{text}\n\n" + markdown_table(rows),
+    )
+
+
 def report_body(
     metrics: dict[str, Any],
     stages: dict[str, StageResult],
@@ -258,6 +323,13 @@ def report_body(
     doc = ReportDoc(md=[f"# {FLOW} on {metrics['dataset']}"])
     if error:
         doc.failure(error)
+    if note := metrics.get("baseline_note"):
+        doc.add("The baseline beat the chosen model", f"<p><b>{html.escape(note)}</b></p>", f"**{note}**")
+    if "models" in metrics:
+        _candidates_section(doc, metrics)
+    if notes := data_notes(stages):
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+        doc.add("Data notes", f"<ul>{items}</ul>", "## Data notes\n" + "\n".join(f"- {n}" for n in notes))
     if "test" in metrics:
         _test_sections(doc, metrics, evaluation, comparison, threshold_metric)
     if train := _ok(stages, "train"):

@@ -139,6 +139,14 @@ def _measure_usefulness(
     }
 
 
+def chosen_recipe(train: StageResult, evaluate: StageResult) -> dict[str, Any]:
+    """The train recipe of the candidate the evaluate stage chose on validation; the train record's own recipe
+    when it lists no candidates."""
+    chosen = (evaluate.summary.get("selection") or {}).get("model")
+    candidates = train.summary.get("candidates") or {}
+    return candidates[chosen]["recipe"] if chosen in candidates else train.summary["recipe"]
+
+
 @task(name="synth-usefulness", cache_policy=NO_CACHE)
 def synth_usefulness_images_task(
     *,
@@ -158,11 +166,13 @@ def synth_usefulness_images_task(
         label: The label stage's record (split table, class names).
         augment: The augment stage's record (the arms' augmentation pipeline).
         synth: The synth stage's record (its samples and ``selection``).
-        train: The train stage's record: its ``summary["recipe"]`` is the headline recipe of the arms.
-        evaluate: The evaluate stage's record: its ``summary["threshold_metric"]`` scores every arm.
+        train: The train stage's record: the recipe of the candidate chosen on validation (or the only one) is
+            the headline recipe of the arms.
+        evaluate: The evaluate stage's record: its ``summary["threshold_metric"]`` scores every arm, its
+            ``summary["selection"]`` names the chosen candidate.
     """
     logger = get_run_logger()
-    headline = TrainConfig.model_validate(train.summary["recipe"])
+    headline = TrainConfig.model_validate(chosen_recipe(train, evaluate))
     threshold_metric = evaluate.summary["threshold_metric"]
     key = stage_key("synth-usefulness", label.key, augment.key, synth.key, cfg, headline, threshold_metric, ctx.seed)
 

@@ -108,3 +108,13 @@ def test_run_prints_run_dir_last_and_runs_lists_it(tmp_path: Path) -> None:
     assert "Task run" in r.stderr  # logs go to stderr, not stdout
     listing = _vigil("runs", env=env)
     assert run_dir.name in listing.stdout
+
+
+def test_debug_flag_is_read_before_or_after_run() -> None:
+    from flows.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "eeg"]).debug is False
+    assert parser.parse_args(["--debug", "run", "eeg"]).debug is True
+    assert parser.parse_args(["run", "eeg", "--debug"]).debug is True
+    assert parser.parse_args(["runs"]).debug is False

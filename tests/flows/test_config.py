@@ -52,3 +52,28 @@ def test_bad_config_file_is_named(tmp_path: Path) -> None:
         resolve_config("defect", config_file=bad)
     with pytest.raises(ValueError, match="not found"):
         resolve_config("defect", config_file=tmp_path / "missing.yaml")
+
+
+def test_config_file_problems_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    """PyYAML's own text spans five lines with a caret; a folder or a binary file used to raise a traceback."""
+    (tmp_path / "bad.yaml").write_text("train:\n  lr: 0.1\n   epochs: 3\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n")
+    cases = {
+        tmp_path: f"--config {tmp_path}: is a folder; pass a YAML file inside it, e.g. {tmp_path / 'config.yaml'}",
+        tmp_path / "bad.yaml": f"--config {tmp_path / 'bad.yaml'}: not valid YAML (mapping values are not allowed "
+        "here at line 3, column 10)",
+        tmp_path / "binary.yaml": f"--config {tmp_path / 'binary.yaml'}: not UTF-8 text (byte 0); is it a YAML file?",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ValueError) as info:
+            resolve_config("defect", config_file=path)
+        assert str(info.value) == message
+
+
+def test_set_value_that_is_not_yaml_is_named() -> None:
+    with pytest.raises(ValueError) as info:
+        resolve_config("defect", sets=["evaluate.baseline_c=[1, 10"])
+    assert str(info.value) == (
+        "--set evaluate.baseline_c=[1, 10: not valid YAML (expected ',' or ']', but got '<stream end>' at column 7); "
+        "close the value's brackets or quotes, or quote it whole to pass it as text"
+    )

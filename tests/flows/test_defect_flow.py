@@ -197,3 +197,38 @@ def test_synth_on_measures_usefulness_and_reuses_the_real_only_training(prefect_
     assert all(Path(p).is_file() for p in synthetic["path"])
     html = (run_dir / "report.html").read_text()
     assert "Synthetic data (GAN)" in html and syn["verdict"] in html
+
+
+def test_case_variant_labels_same_stems_and_three_groups_run_end_to_end(prefect_harness, tmp_path, monkeypatch) -> None:
+    """Issue 10: `Good` x8 + `good` x32 train as one negative class (with a warning in the report), `x.png` and
+    `x.jpg` are two samples, and a manifest with only 3 groups still splits (one whole group in test)."""
+    import cv2
+    import numpy as np
+    from conftest import part_image
+
+    root = tmp_path / "data"
+    rng = np.random.default_rng(5)
+    rows = ["path,label,group"]
+    for i in range(80):
+        label = "defective" if i >= 40 else ("Good" if i < 8 else "good")
+        rel = {0: "good/x.png", 1: "good/x.jpg"}.get(i, f"{'bad' if i >= 40 else 'good'}/{i:03d}.png")
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), part_image(rng, 40, defect=i >= 40))
+        rows.append(f"{rel},{label},wafer{i % 3}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    state, run_dir = _run(
+        monkeypatch,
+        tmp_path / "vd",
+        [f"ingest.path={root / 'manifest.csv'}", "train.epochs=2", "evaluate.baseline=false"],
+    )
+    assert state.is_completed(), state.message
+    splits = pd.read_csv(run_dir / "splits.csv")
+    assert len(splits) == 80 and splits["sample_id"].is_unique
+    assert {"good/x.png", "good/x.jpg"} <= set(splits["sample_id"])
+    negatives = splits[splits["label"] == 0]
+    assert len(negatives) == 40 and set(negatives["class_name"]) == {"good"}
+    test_groups = set(splits.loc[splits["split"] == "test", "group"])
+    assert len(test_groups) == 1 and not test_groups & set(splits.loc[splits["split"] != "test", "group"])
+    html = (run_dir / "report.html").read_text()
+    assert "Data notes" in html and "differ only in case or surrounding spaces: merged as &#x27;good&#x27;" in html
+    assert "only 3 groups for the test split" in html

@@ -24,6 +24,9 @@ EXPECTED_IMAGE_MODELS: dict[str, int] = {
     "resnet_medium": 4_000_000,
     "squeezenet_tiny": 50_000,
     "squeezenet_small": 1_000_000,
+    "efficientnet_lite0": 3_400_000,
+    "efficientnet_lite1": 4_200_000,
+    "efficientnet_lite2": 4_850_000,
 }
 IMAGE_MODELS = list_models("image")
 

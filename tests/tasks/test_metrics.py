@@ -13,10 +13,12 @@ from sklearn.metrics import (
 
 from tasks.metrics import (
     binary_metrics,
+    bootstrap_ci,
     choose_threshold,
     classification_metrics,
     metrics_by_group,
     multiclass_metrics,
+    predicted_labels,
     roc_points,
     worst_errors,
 )
@@ -210,3 +212,39 @@ def test_worst_errors_multiclass() -> None:
     y = np.array([0, 1, 2, 2])
     proba = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.05, 0.9, 0.05]])
     assert worst_errors(y, proba, None, k=5).tolist() == [3, 1]
+
+
+def test_bootstrap_ci_matches_scikit_learn_on_each_resample() -> None:
+    """The vectorised resampling gives exactly scikit-learn's scores on the same resampled indices."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 120)
+    pred = np.where(rng.random(120) < 0.7, y, rng.integers(0, 3, 120))
+    got = bootstrap_ci(y, pred, 3, n_boot=50, seed=11)
+    idx = np.random.default_rng(11).integers(0, 120, size=(50, 120))
+    acc = [accuracy_score(y[i], pred[i]) for i in idx]
+    bacc = [balanced_accuracy_score(y[i], pred[i]) for i in idx]
+    assert got["accuracy"] == pytest.approx(list(np.percentile(acc, [2.5, 97.5])), abs=1e-12)
+    assert got["balanced_accuracy"] == pytest.approx(list(np.percentile(bacc, [2.5, 97.5])), abs=1e-12)
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_narrows_with_more_samples() -> None:
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (100, 1600):
+        y = rng.integers(0, 2, n)
+        pred = np.where(rng.random(n) < 0.8, y, 1 - y)
+        ci = bootstrap_ci(y, pred, 2, seed=0)
+        assert ci["accuracy"][0] <= float((pred == y).mean()) <= ci["accuracy"][1]
+        widths.append(ci["accuracy"][1] - ci["accuracy"][0])
+    assert widths[1] < widths[0] / 2.5  # ~1/sqrt(n): 16x the samples, about a quarter of the width
+    assert bootstrap_ci(np.array([], dtype=int), np.array([], dtype=int), 2) == {
+        "accuracy": None,
+        "balanced_accuracy": None,
+    }
+
+
+def test_predicted_labels_threshold_and_argmax() -> None:
+    assert predicted_labels(np.array([0.2, 0.5, 0.9]), 0.5).tolist() == [0, 1, 1]
+    assert predicted_labels(np.array([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]]), None).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="threshold"):
+        predicted_labels(np.array([0.2]), None)

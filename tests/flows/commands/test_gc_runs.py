@@ -164,3 +164,29 @@ def test_list_runs_from_folders_newest_first(data_root: dict) -> None:
     text = format_runs(rows)
     assert text.splitlines()[0].startswith("started (UTC)")
     assert "acc 0.910 bacc 0.900" in text and str(runs["new"]) in text
+
+
+def test_list_runs_tells_a_crashed_run_from_a_running_one(data_root: dict) -> None:
+    """A folder without metrics.json that nothing has written to for an hour is a dead process, not a live run."""
+    root = data_root["root"]
+    flow = root / "runs" / "defect-detection"
+    for name, written in (("killed", NOW - 2 * DAY), ("busy", NOW - 60)):
+        d = flow / f"{_stamp(NOW - 3 * DAY)}-{name}"
+        d.mkdir()
+        (d / "run.log").write_text("training...")
+        for p in (d / "run.log", d):
+            os.utime(p, (written, written))
+    rows = {r["run"]: r["status"] for r in list_runs(root, limit=20, use_api=False, now=NOW)}
+    assert rows["killed"] == "crashed?" and rows["busy"] == "running?" and rows["new"] == "ok"
+
+
+def test_api_running_state_of_a_quiet_folder_reads_crashed() -> None:
+    from flows.commands.runs import _merge
+
+    def row(status: str, source: str) -> dict:
+        return {"run": "r", "flow": "f", "status": status, "path": "/p" if source == "dir" else "", "profile": "",
+                "dataset": "", "headline": {}, "source": source, "_stamp": "20250301T000000Z"}  # fmt: skip
+
+    assert _merge([row("Running", "api")], [row("crashed?", "dir")])[0]["status"] == "crashed?"
+    assert _merge([row("Running", "api")], [row("running?", "dir")])[0]["status"] == "Running"
+    assert _merge([row("Crashed", "api")], [row("crashed?", "dir")])[0]["status"] == "Crashed"

@@ -83,22 +83,26 @@ def test_stub_edfs_drop_the_seizures_with_a_reason(chb05):
         assert "T8-P8-0" in raw.ch_names and "T8-P8-1" in raw.ch_names and "T8-P8" not in raw.ch_names
         n_seconds = raw.n_times / raw.info["sfreq"]
         assert n_seconds == 2.0
-        kept, dropped = attach_seizures(chb05.file(name), n_seconds)
+        kept, past = attach_seizures(chb05.file(name), n_seconds)
         assert kept == []
-        assert len(dropped) == 1
-        assert (dropped[0].start_s, dropped[0].end_s) == (start, end)
-        assert name in dropped[0].reason and "left out" in dropped[0].reason and "2 s" in dropped[0].reason
+        assert len(past) == 1
+        assert (past[0].start_s, past[0].end_s, past[0].clipped_end_s) == (start, end, None)
+        assert name in past[0].reason and "left out" in past[0].reason and "2 s" in past[0].reason
         picks = resolve_mne_channels(raw.ch_names, chb05.channels_for(chb05.file(name)).channels)
         assert len(picks) == 22 and picks[14] == "T8-P8-0"
 
 
-def test_attach_keeps_inside_and_drops_partial(chb05):
+def test_attach_keeps_inside_and_clips_a_seizure_past_the_end(chb05):
+    """A seizure running past the data is clipped to it (its in-file seconds stay ictal) and listed."""
     record = chb05.file("chb05_06.edf")
-    kept, dropped = attach_seizures(record, 3600.0)
-    assert kept == [(417.0, 532.0)] and dropped == []
-    kept, dropped = attach_seizures(record, 500.0)
-    assert kept == []
-    assert "only 83 s of it is there" in dropped[0].reason
+    kept, past = attach_seizures(record, 3600.0)
+    assert kept == [(417.0, 532.0)] and past == []
+    kept, past = attach_seizures(record, 500.0)
+    assert kept == [(417.0, 500.0)] and past[0].clipped_end_s == 500.0
+    assert past[0].reason == (
+        "chb05_06.edf: seizure 1 (417-532 s) ends after the end of the data (the file holds 500 s; the summary gives "
+        "the file 3600 s): clipped to 417-500 s, the 83 s of it in the file"
+    )
 
 
 def test_resolve_mne_channels_names_the_missing():

@@ -101,7 +101,11 @@ def test_chbmit_fixture_ingests_with_stub_seizures_left_out(chb05):
     assert all(r.source == "chbmit-summary" for r in chb05.recordings)
     for name in CHB05_SEIZURE_FILES:
         (note,) = [n for n in chb05.notes if n.startswith(f"chb05/{name}:")]
-        assert "after the end of the data" in note and "left out rather than clipped" in note
+        assert "starts after the end of the data (the file holds 2 s; the summary gives the file 3600 s)" in note
+        assert note.endswith(": left out, none of it is in the file")
+    # Every seizure left out is listed beside the quarantined files (quarantine.csv, the report), not only logged.
+    past = {Path(row["path"]).name: row["reason"] for row in chb05.seizures_past_data}
+    assert sorted(past) == sorted(CHB05_SEIZURE_FILES) and all(r.startswith("chb05/") for r in past.values())
     # Clock times: chb05_08 starts at 00:21:39 the day after chb05_01's 17:20:05.
     by_id = {r.recording_id: r for r in chb05.recordings}
     assert by_id["chb05_01"].start_offset_s == 0.0 and by_id["chb05_08"].start_offset_s == 7 * 3600 + 94
@@ -398,9 +402,12 @@ def test_events_tsv_seizures_and_bad_rows(tmp_path):
     (folder / "text_events.tsv").write_text("onset\tduration\teventType\n3\tlong\tseizure\n")
     found = discover_recordings(tmp_path)
     (good,) = found.recordings
-    # 10-15.5 and 12.5-22.5 overlap and merge; 50-70 runs past the 60 s of data and is left out whole.
-    assert good.source == "events-tsv" and good.seizures == [(10.0, 22.5)]
-    assert any(n.startswith("carol/good.edf: seizure 2 (50-70 s) ends after the end of the data") for n in good.notes)
+    # 10-15.5 and 12.5-22.5 overlap and merge; 50-70 runs past the 60 s of data: clipped to it, and listed.
+    assert good.source == "events-tsv" and good.seizures == [(10.0, 22.5), (50.0, 60.0)]
+    clipped = ("carol/good.edf: seizure 2 (50-70 s) ends after the end of the data (the file holds 60 s): "
+               "clipped to 50-60 s, the 10 s of it in the file")  # fmt: skip
+    assert clipped in good.notes and good.seizures_past_data == [clipped]
+    assert found.seizures_past_data == [{"path": str(folder / "good.edf"), "stage": "ingest", "reason": clipped}]
     bad = {Path(q["path"]).name: q["reason"] for q in found.quarantine}
     assert bad["neg.edf"] == (
         "carol/neg_events.tsv: row 2 (line 3): onset -5.0 is negative or not finite; onsets count from the file's start"
@@ -508,3 +515,65 @@ def test_header_identifiers_appear_in_nothing_returned(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as info:
         preprocess_recording(good, ["A"], tmp_path / "y.npy")
     assert "Jane" not in str(info.value) and info.value.__cause__ is None
+
+
+# ------------------------------------------------------------------------------------ seizures past the data's end
+def test_edf_annotation_past_the_end_is_clipped_and_one_after_it_listed(tmp_path):
+    """MNE crops annotations to the data silently; the file's own annotations show what was written, so a seizure
+    running past the end keeps its in-file seconds as ictal, and one starting after the end is named."""
+    rng = np.random.default_rng(0)
+    write_edf(tmp_path / "p" / "late.edf", noise(rng, "AB", seconds=20.0),
+              annotations=((15.0, 8.0, "seizure"), (25.0, 5.0, "sz 2"), (3.0, 0.0, "eyes open")))  # fmt: skip
+    write_edf(tmp_path / "p" / "clean.edf", noise(rng, "AB", seconds=20.0), annotations=((2.0, 4.0, "seizure"),))
+    found = discover_recordings(tmp_path)
+    by_id = {r.recording_id: r for r in found.recordings}
+    assert by_id["p__late"].seizures == [(15.0, 20.0)] and by_id["p__clean"].seizures == [(2.0, 6.0)]
+    assert [row["reason"] for row in found.seizures_past_data] == [
+        "p/late.edf: seizure 1 (15-23 s) ends after the end of the data (the file holds 20 s): clipped to 15-20 s, "
+        "the 5 s of it in the file",
+        "p/late.edf: seizure 2 (25-30 s) starts after the end of the data (the file holds 20 s): left out, none of "
+        "it is in the file",
+    ]
+    assert found.quarantine == []  # both files are used
+
+
+def test_read_edf_annotations_are_not_cropped_to_the_data(tmp_path):
+    from tasks.edf import read_edf_annotations, read_edf_header
+
+    path = write_edf(tmp_path / "a.edf", noise(np.random.default_rng(0), "A", seconds=10.0),
+                     annotations=((1.5, 2.0, "sz"), (8.0, 30.0, "Seizure ónset"), (40.0, 0.0, "end")))  # fmt: skip
+    got = read_edf_annotations(read_edf_header(path))
+    assert [(a.onset_s, a.duration_s, a.description) for a in got] == [
+        (1.5, 2.0, "sz"), (8.0, 30.0, "Seizure ónset".encode().decode("latin-1")), (40.0, 0.0, "end"),
+    ]  # fmt: skip
+    assert read_edf_annotations(read_edf_header(write_edf(tmp_path / "b.edf", {"A": np.zeros(2560)}))) == []
+
+
+# ------------------------------------------------------------------------------------------------ skipped entries
+def test_hidden_entries_are_counted_and_links_are_quarantined(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    write_edf(root / "p" / "rec.edf", noise(rng, "AB"))
+    write_edf(root / "p" / ".ipynb_checkpoints" / "rec-checkpoint.edf", noise(rng, "AB"))
+    write_edf(root / "p" / "._rec.edf", noise(rng, "AB"))
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "p" / "gone.edf").symlink_to(tmp_path / "deleted.edf")
+    write_edf(tmp_path / "elsewhere" / "other.edf", noise(rng, "AB"))
+    (root / "q").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "p" / "alias.edf").symlink_to(root / "p" / "rec.edf")  # a link to a file is read through
+    found = discover_recordings(root)
+    assert [r.recording_id for r in found.recordings] == ["p__alias", "p__rec"]
+    assert [(Path(q["path"]).name, q["reason"]) for q in found.quarantine] == [
+        ("q", f"q/: a link to a folder ({tmp_path / 'elsewhere'}); links to folders are not followed: pass that "
+              "folder itself, or copy it in"),
+        ("gone.edf", f"p/gone.edf: a broken link (its target {tmp_path / 'deleted.edf'} does not exist); fix the "
+                     "link or remove it"),
+    ]  # fmt: skip
+    assert (
+        "3 hidden file(s)/folder(s) skipped (.DS_Store, p/.ipynb_checkpoints/, p/._rec.edf): names starting with "
+        "'.' are editor, notebook or OS files, not data"
+    ) in found.notes
+    only_hidden = tmp_path / "only_hidden"
+    write_edf(only_hidden / ".ipynb_checkpoints" / "x.edf", noise(rng, "AB"))
+    with pytest.raises(FileNotFoundError, match=r"only_hidden: no \.edf files below it \(1 hidden entries skipped\)"):
+        discover_recordings(only_hidden)

@@ -83,3 +83,59 @@ def test_groups_never_straddle_train_and_test() -> None:
     assert not by_split["train"] & by_split["test"]
     assert not by_split["val"] & by_split["test"]
     assert not by_split["train"] & by_split["val"]
+
+
+def test_case_variants_of_the_negative_class_are_merged_with_a_warning() -> None:
+    # the probe: 'Good' became the negative class and the 'good' images were trained as defective
+    records = pd.concat([_records({"Good": 8}), _records({"good": 32, "defective": 40})], ignore_index=True)
+    lab = make_splits(records, "manifest", LabelConfig(), seed=0)
+    t = lab.table
+    assert lab.class_names == ["good", "defective"]
+    negatives = t[t["label"] == 0]
+    assert len(negatives) == 40 and set(negatives["class_name"]) == {"good"}
+    assert lab.notes[0] == (
+        "class names 'good' (32 rows), 'Good' (8 rows) differ only in case or surrounding spaces: merged as 'good' "
+        "(40 rows); use one spelling to silence this warning"
+    )
+    spaced = make_splits(_records({"good ": 10, "crack": 10}), "folder", LabelConfig(negative="GOOD"), seed=0)
+    assert spaced.class_names == ["good", "crack"]
+
+
+def test_a_likely_typo_stops_the_run_naming_both_spellings_and_counts() -> None:
+    with pytest.raises(LabelError) as near_negative:
+        make_splits(_records({"good": 30, "goood": 12, "crack": 30}), "folder", LabelConfig(), seed=0)
+    assert str(near_negative.value).startswith(
+        "class 'goood' (12 images) is 1 edit from the negative class 'good' (30 images) and would be trained as "
+        "defective; correct the misspelt labels or folder name"
+    )
+    with pytest.raises(LabelError) as rare:
+        make_splits(_records({"good": 40, "defective": 37, "defectve": 3}), "manifest", LabelConfig(), seed=0)
+    assert str(rare.value).startswith(
+        "class 'defectve' (3 of 80 images) is 1 edit from the larger class 'defective' (37 images) and looks like "
+        "a typo"
+    )
+    distinct = make_splits(_records({"good": 12, "Class1": 6, "Class2": 6}), "folder", LabelConfig(), seed=0)
+    assert distinct.class_names == ["good", "defective"] and not distinct.notes
+    ok_nok = make_splits(_records({"OK": 20, "NOK": 3}), "folder", LabelConfig(), seed=0)
+    assert ok_nok.class_names == ["OK", "NOK"]
+
+
+def test_two_or_three_groups_still_split_and_say_how() -> None:
+    for n_groups in (2, 3, 5):
+        records = _records({"good": 30, "crack": 30})
+        records["group"] = [f"wafer{i % n_groups}" for i in range(len(records))]
+        lab = make_splits(records, "manifest", LabelConfig(), seed=0)
+        t = lab.table
+        by_split = {s: set(t.loc[t["split"] == s, "group"]) for s in ("train", "val", "test")}
+        assert by_split["test"] and not by_split["test"] & (by_split["train"] | by_split["val"])
+        if n_groups < 4:
+            assert len(by_split["test"]) == 1
+            assert lab.notes[0] == (
+                f"only {n_groups} groups for the test split, so it holds one whole group ({1 / n_groups:.0%} of 60 "
+                "images instead of 25%): no group is in two splits"
+            )
+            assert lab.notes[1].startswith(
+                f"only {n_groups - 1} group(s) left for the validation split, so it is drawn from the same groups"
+            )
+        else:  # 3 or 4 groups left for training: validation holds one of them
+            assert len(by_split["val"]) == 1 and not by_split["val"] & by_split["train"]

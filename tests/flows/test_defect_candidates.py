@@ -1,0 +1,54 @@
+"""Several candidate models in one defect run: each scored on val and test, the primary one chosen on validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_part_folder
+
+from flows.config import resolve_config
+from flows.defect_detection import defect_detection
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, data_root: Path, sets: list[str]) -> tuple[object, Path]:
+    monkeypatch.setenv("VIGIL_DATA", str(data_root))
+    state = defect_detection(config=resolve_config("defect", profile="test", sets=sets), return_state=True)
+    return state, Path(state.result(raise_on_failure=False))
+
+
+def test_candidates_are_scored_and_the_primary_is_chosen_on_validation(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=20)
+    sets = [f"ingest.path={root}", "train.candidates=[resnet_tiny,squeezenet_tiny]", "train.epochs=2"]
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", sets)
+    assert state.is_completed(), state.message
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert set(m["models"]) == {"resnet_tiny", "squeezenet_tiny"}
+    sel = m["selection"]
+    assert sel["metric"] == "balanced_accuracy" and sel["split"] == "val"
+    vals = {name: s["val"]["balanced_accuracy"] for name, s in m["models"].items()}
+    assert sel["value"] == max(vals.values())
+    assert sel["model"] == next(n for n in ("resnet_tiny", "squeezenet_tiny") if vals[n] == max(vals.values()))
+    assert m["test"] == m["models"][sel["model"]]["test"]  # top-level test.* is the chosen candidate
+    low, high = m["test"]["accuracy_ci95"]
+    assert low <= m["test"]["accuracy"] <= high
+    assert "val" in m["baseline"]
+    model = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    assert model["arch"] == sel["model"]
+    html = (run_dir / "report.html").read_text()
+    assert "Candidates" in html and "(chosen)" in html
+
+
+def test_report_says_when_the_baseline_beats_the_chosen_model(prefect_harness, tmp_path, monkeypatch) -> None:
+    """A network that cannot learn (learning rate 1e-7) against HOG/LBP features that see the crack at once."""
+    root = write_part_folder(tmp_path / "parts", n_per_class=20)
+    sets = [f"ingest.path={root}", "train.lr=1e-7", "train.epochs=1"]
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", sets)
+    assert state.is_completed(), state.message
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["baseline"]["val"]["balanced_accuracy"] > m["selection"]["value"]
+    assert m["baseline_note"].startswith("The HOG/LBP + SVM baseline beat the chosen model resnet_tiny on validation")
+    html = (run_dir / "report.html").read_text()
+    assert html.index("The baseline beat the chosen model") < html.index("Candidates")
