@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.registry import list_models
+from tasks.pretrained import pretrained_models
 
 
 class _Section(BaseModel):
@@ -63,6 +64,12 @@ class AugmentConfig(_Section):
     grid_samples: int = Field(8, ge=1, le=64, description="Augmented examples shown in the report.")
 
 
+def image_candidates() -> list[str]:
+    """What ``train.model`` / ``train.candidates`` may name: every registry image model, plus ``<backbone>+linear``
+    (frozen ImageNet features + a cross-validated logistic regression) for backbones with shipped weights."""
+    return list_models("image") + [f"{name}+linear" for name in pretrained_models()]
+
+
 class TrainConfig(_Section):
     model: str = "resnet_fast"
     model_kwargs: dict[str, Any] = Field(
@@ -88,6 +95,14 @@ class TrainConfig(_Section):
     )
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers; None: 0 on CPU, up to 8 on GPU.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default.")
+    channels_last: bool = Field(
+        False, description="NHWC memory format: measured 20-35 % faster for efficientnet_lite* training on CPU."
+    )
+    pretrained: bool = Field(
+        True,
+        description="Start models that have shipped ImageNet weights (efficientnet_lite*) from them, with the input "
+        "normalisation those weights expect; false trains them from scratch.",
+    )
     candidates: list[str] = Field(
         default_factory=list,
         description="Image models to train and choose from on validation; empty: just `model`. Every deep candidate "
@@ -103,15 +118,14 @@ class TrainConfig(_Section):
     @field_validator("model")
     @classmethod
     def _known_model(cls, name: str) -> str:
-        known = list_models("image")
-        if name not in known:
-            raise ValueError(f"unknown image model {name!r}; known: {', '.join(known)}")
+        if name not in image_candidates():
+            raise ValueError(f"unknown image model {name!r}; known: {', '.join(image_candidates())}")
         return name
 
     @field_validator("candidates")
     @classmethod
     def _known_candidates(cls, names: list[str]) -> list[str]:
-        known = list_models("image")
+        known = image_candidates()
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"unknown image model(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")

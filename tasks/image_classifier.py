@@ -13,6 +13,7 @@ so a run is reproducible whatever the number of DataLoader workers.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from models.efficientnet import load_pretrained
 from models.registry import create_model
 from models.runtime import select_device
 from models.training import FitConfig, FitResult, fit, predict_proba
 from tasks.config import TrainConfig
 from tasks.image_augmentation import apply
+from tasks.image_features import embed, fit_linear_probe, fold_into_head, linear_probe_summary, split_candidate
 from tasks.image_io import load_image
+from tasks.pretrained import pretrained_models, pretrained_weights_path
 from tasks.sampling import SeededSampler, class_weights, default_workers
 
 
@@ -146,6 +150,38 @@ def _loaders(
     return train_loader, val_loader, test_loader
 
 
+def start_from_pretrained(model: torch.nn.Module, cfg: TrainConfig) -> bool:
+    """Load the shipped ImageNet weights into ``model``'s backbone when it has some and ``cfg.pretrained`` is on.
+
+    The classifier head stays freshly initialised (the task's classes are not ImageNet's). The caller then
+    normalises inputs the way the weights expect (``model.pretrained_cfg``), not with the data's channel statistics.
+    """
+    arch = split_candidate(cfg.model)[0]
+    if not cfg.pretrained or arch not in pretrained_models():
+        return False
+    load_pretrained(model, pretrained_weights_path(arch))
+    return True
+
+
+def _fit_linear_probe(
+    model: torch.nn.Module, data: _Splits, cfg: TrainConfig, seed: int, device: torch.device
+) -> FitResult:
+    """Frozen backbone features of the (un-augmented) train images, a cross-validated logistic regression, folded
+    into ``model``'s head (:mod:`tasks.image_features`). One "epoch" in the history, with the CV score."""
+    start = time.perf_counter()
+    train = data.dataset("train", None)
+    features = embed(model, train, cfg.batch_size)
+    idx = data.idx["train"]
+    search, cv_score = fit_linear_probe(
+        features, data.labels[idx], data.weights[idx], class_balanced=cfg.class_balanced, seed=seed
+    )
+    fold_into_head(search, model.head.fc, model.head.fc.out_features)
+    row = {"epoch": 1, "lr": None, "train_loss": None, "val_loss": None, "val_accuracy": None}
+    row |= {"val_balanced_accuracy": None, "seconds": time.perf_counter() - start, "images_per_s": None}
+    row |= linear_probe_summary(search, cv_score)
+    return FitResult([row], 1, cv_score, 1, None, False, str(device))
+
+
 def _fit_config(cfg: TrainConfig, device: torch.device, seed: int) -> FitConfig:
     """The fit loop's settings that the train section means."""
     return FitConfig(
@@ -160,6 +196,7 @@ def _fit_config(cfg: TrainConfig, device: torch.device, seed: int) -> FitConfig:
         device=str(device),
         label_smoothing=cfg.label_smoothing,
         seed=seed,
+        channels_last=cfg.channels_last,
     )
 
 
@@ -193,16 +230,23 @@ def _save_weights(
     seed: int,
     best_epoch: int,
 ) -> None:
-    """``weights.pt``: everything :func:`load_model` and a deployment need to preprocess and decide the same way."""
+    """``weights.pt``: everything :func:`load_model` and a deployment need to preprocess and decide the same way.
+
+    ``arch`` is the registry model (a ``+linear`` candidate is its backbone with a fitted head), ``candidate`` the
+    train candidate's name, ``pretrained`` the shipped weights it started from (None: from scratch).
+    """
+    arch = split_candidate(cfg.model)[0]
     torch.save(
         {
-            "arch": cfg.model,
+            "arch": arch,
             "kwargs": model_kwargs,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "class_names": list(class_names),
             "in_chans": data.channels,
             "image_size": cfg.image_size,
             "normalization": {"mean": data.mean, "std": data.std, "scale": "pixel / dtype max (255 or 65535)"},
+            "pretrained": arch if cfg.pretrained and arch in pretrained_models() else None,
+            "candidate": cfg.model,
             "preprocess": "decode with OpenCV (BGR->RGB), resize to image_size x image_size with INTER_AREA",
             "seed": seed,
             "best_epoch": best_epoch,
@@ -253,8 +297,6 @@ def _train_classifier(
 ) -> TrainOutput:
     data = _decode_splits(table, cfg.image_size, out_dir / "images.npy")
     device = select_device(cfg.device)
-    train_loader, val_loader, test_loader = _loaders(data, cfg, transform, seed, device)
-
     torch.manual_seed(seed)
     model_kwargs = {
         **cfg.model_kwargs,
@@ -262,18 +304,30 @@ def _train_classifier(
         "num_classes": len(class_names),
         "drop_rate": cfg.drop_rate,
     }
-    model = create_model(cfg.model, **model_kwargs)
-    cw = class_weights(data.labels[data.idx["train"]], len(class_names)) if cfg.class_balanced else None
-    result = fit(
-        model,
-        train_loader,
-        val_loader,
-        _fit_config(cfg, device, seed),
-        class_weights=cw,
-        checkpoint_dir=checkpoint_dir,
-        on_epoch_end=on_epoch_end,
-        on_batch_end=on_batch_end,
-    )
+    arch, probe = split_candidate(cfg.model)
+    model = create_model(arch, **model_kwargs)
+    if start_from_pretrained(model, cfg):
+        data.mean, data.std = list(model.pretrained_cfg["mean"]), list(model.pretrained_cfg["std"])
+    elif probe:
+        raise ValueError(
+            f"train candidate {cfg.model!r}: a linear probe needs a backbone with shipped ImageNet weights "
+            f"({', '.join(pretrained_models())}) and train.pretrained=true"
+        )
+    train_loader, val_loader, test_loader = _loaders(data, cfg, transform, seed, device)
+    if probe:
+        result = _fit_linear_probe(model, data, cfg, seed, device)
+    else:
+        cw = class_weights(data.labels[data.idx["train"]], len(class_names)) if cfg.class_balanced else None
+        result = fit(
+            model,
+            train_loader,
+            val_loader,
+            _fit_config(cfg, device, seed),
+            class_weights=cw,
+            checkpoint_dir=checkpoint_dir,
+            on_epoch_end=on_epoch_end,
+            on_batch_end=on_batch_end,
+        )
     predictions = _prediction_rows(
         model, {"val": val_loader, "test": test_loader}, data, table["sample_id"], cfg, device
     )

@@ -238,7 +238,7 @@ def _test_sections(
 
 def _training_section(doc: ReportDoc, train: StageResult) -> None:
     history = json.loads((train.dir / "history.json").read_text())
-    if not history:
+    if not history or all(h.get("train_loss") is None for h in history):  # a linear probe has no epochs
         return
     curves = plot_learning_curves(history)
     s = train.summary

@@ -80,3 +80,27 @@ def test_threads_are_restored_after_training(tmp_path: Path, monkeypatch: pytest
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_backbone_with_shipped_weights_starts_from_them(tmp_path: Path, pretrained: bool) -> None:
+    """efficientnet_lite0 starts from the ImageNet weights (grey stem = the RGB stem summed) and normalises inputs
+    the way they expect; with ``pretrained=False`` it starts from scratch with the data's channel statistics."""
+    from tasks.pretrained import pretrained_weights_path
+
+    table = _table(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = TrainConfig(
+        model="efficientnet_lite0", image_size=32, epochs=1, batch_size=8, patience=None, lr=1e-9, pretrained=pretrained
+    )
+    result = classifier.train_classifier(
+        table, ["good", "crack"], cfg, build_pipeline(AugmentConfig(), 0), 0, out, None
+    )
+    meta = torch.load(result.weights_path, map_location="cpu", weights_only=True)
+    shipped = torch.load(pretrained_weights_path("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    stem = meta["state_dict"]["_conv_stem.weight"]
+    close = torch.allclose(stem, shipped["_conv_stem.weight"].sum(dim=1, keepdim=True), atol=1e-5)
+    assert close is pretrained
+    assert (meta["normalization"]["mean"] == [127 / 255]) is pretrained
+    assert meta["pretrained"] == ("efficientnet_lite0" if pretrained else None)
