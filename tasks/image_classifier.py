@@ -35,6 +35,7 @@ from tasks.image_features import embed, fit_linear_probe, fold_into_head, linear
 from tasks.image_io import load_image
 from tasks.pretrained import pretrained_models, pretrained_weights_path
 from tasks.sampling import SeededSampler, class_weights, default_workers
+from tasks.starting_weights import apply_starting_weights
 
 
 def decode_images(paths: list[str], size: int, channels: int, array_path: Path) -> np.ndarray:
@@ -150,6 +151,15 @@ def _loaders(
     return train_loader, val_loader, test_loader
 
 
+def _recorded_normalization(path: Path, data: _Splits) -> tuple[list[float], list[float]]:
+    """The normalisation a vigil ``model.pt`` was trained with (its weights expect it), when its channels match."""
+    meta = torch.load(path, map_location="cpu", weights_only=True)
+    norm = meta.get("normalization") or {}
+    if len(norm.get("mean", [])) == data.channels:
+        return list(norm["mean"]), list(norm["std"])
+    return data.mean, data.std
+
+
 def start_from_pretrained(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     """Load the shipped ImageNet weights into ``model``'s backbone when it has some and ``cfg.pretrained`` is on.
 
@@ -245,7 +255,8 @@ def _save_weights(
             "in_chans": data.channels,
             "image_size": cfg.image_size,
             "normalization": {"mean": data.mean, "std": data.std, "scale": "pixel / dtype max (255 or 65535)"},
-            "pretrained": arch if cfg.pretrained and arch in pretrained_models() else None,
+            "pretrained": arch if cfg.pretrained and not cfg.init_from and arch in pretrained_models() else None,
+            "init_from": cfg.init_from,
             "candidate": cfg.model,
             "preprocess": "decode with OpenCV (BGR->RGB), resize to image_size x image_size with INTER_AREA",
             "seed": seed,
@@ -306,9 +317,12 @@ def _train_classifier(
     }
     arch, probe = split_candidate(cfg.model)
     model = create_model(arch, **model_kwargs)
-    if start_from_pretrained(model, cfg):
+    if cfg.init_from:
+        if apply_starting_weights(model, cfg.init_from) == "model.pt":
+            data.mean, data.std = _recorded_normalization(Path(cfg.init_from), data)
+    elif start_from_pretrained(model, cfg):
         data.mean, data.std = list(model.pretrained_cfg["mean"]), list(model.pretrained_cfg["std"])
-    elif probe:
+    if probe and not (cfg.init_from or (cfg.pretrained and arch in pretrained_models())):
         raise ValueError(
             f"train candidate {cfg.model!r}: a linear probe needs a backbone with shipped ImageNet weights "
             f"({', '.join(pretrained_models())}) and train.pretrained=true"

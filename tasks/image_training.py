@@ -27,6 +27,7 @@ from tasks.config import TrainConfig
 from tasks.image_augmentation import build_pipeline, recorded_config
 from tasks.image_classifier import TrainOutput, train_classifier
 from tasks.rundir import RunContext
+from tasks.starting_weights import StartingWeightsError, file_digest
 from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
 
 
@@ -182,6 +183,8 @@ def train_arm(
     """
     log = logger or get_run_logger()
     parts: list = [label.key, augment.key, cfg, seed]
+    if cfg.init_from:  # the file's content, not just its path, decides what training starts from
+        parts.append(file_digest(cfg.init_from))
     if synthetic is not None:
         parts.append({"synthetic": synthetic_key, "synthetic_only": synthetic_only})
     key = stage_key("train", *parts)
@@ -193,7 +196,12 @@ def train_arm(
         if checkpoint_name:
             checkpoint_dir = checkpoint_dir / checkpoint_name
         transform = build_pipeline(recorded_config(augment), seed)
-        output = _fit_with_progress(table, label.summary["class_names"], cfg, transform, seed, out, checkpoint_dir, log)
+        try:
+            output = _fit_with_progress(
+                table, label.summary["class_names"], cfg, transform, seed, out, checkpoint_dir, log
+            )
+        except StartingWeightsError as exc:  # the user's file, not a bug: one sentence, the run ends Failed
+            raise StageError(str(exc)) from exc
         (out / "history.json").write_text(json.dumps(output.history, indent=2))
         if synthetic is not None:
             table.to_csv(out / "splits.csv", index=False)  # the run's splits.csv then lists the synthetic rows

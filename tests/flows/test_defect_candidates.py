@@ -52,3 +52,21 @@ def test_report_says_when_the_baseline_beats_the_chosen_model(prefect_harness, t
     assert m["baseline_note"].startswith("The HOG/LBP + SVM baseline beat the chosen model resnet_tiny on validation")
     html = (run_dir / "report.html").read_text()
     assert html.index("The baseline beat the chosen model") < html.index("Candidates")
+
+
+def test_init_from_a_previous_run_and_a_misfit_refused_before_training(prefect_harness, tmp_path, monkeypatch) -> None:
+    root = write_part_folder(tmp_path / "parts", n_per_class=16)
+    state, first = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}"])
+    assert state.is_completed(), state.message
+    state, second = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}", f"train.init_from={first / 'model.pt'}"])
+    assert state.is_completed(), state.message
+    model = torch.load(second / "model.pt", map_location="cpu", weights_only=True)
+    assert model["init_from"] == str(first / "model.pt") and model["pretrained"] is None
+    wrong = tmp_path / "three_classes.pth"
+    from models.registry import create_model
+
+    torch.save(create_model("resnet_tiny", in_chans=1, num_classes=3).state_dict(), wrong)
+    state, third = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}", f"train.init_from={wrong}"])
+    assert state.is_failed() and "does not fit" in state.message and "head.fc.weight" in state.message
+    assert "Traceback" not in state.message
+    assert not (third / "model.pt").exists()
