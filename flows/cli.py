@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     runs = sub.add_parser("runs", help="recent runs with their headline metrics, newest first")
     runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument(
+        "--compare", nargs=2, metavar="RUN", help="two run folders or run names: their config and metric differences"
+    )
     runs.set_defaults(func=cmd_runs)
     from flows.commands.serve import add_parser as add_serve_parser
     from flows.commands.server import add_parser as add_server_parser

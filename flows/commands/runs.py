@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -204,9 +205,20 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """``vigil runs [--limit N]``: recent runs with their headline metrics, newest first."""
+    """``vigil runs [--limit N]``: recent runs with their headline metrics, newest first; ``--compare A B``: what
+    differs between two runs (flows/commands/compare_runs.py)."""
     from tasks.rundir import data_root
 
+    if getattr(args, "compare", None):
+        from flows.commands.compare_runs import compare_runs, resolve_run
+
+        try:
+            run_a, run_b = (resolve_run(data_root(), ref) for ref in args.compare)
+        except ValueError as exc:
+            print(f"vigil runs --compare: {exc}", file=sys.stderr)
+            return 2
+        print(compare_runs(run_a, run_b))
+        return 0
     rows = list_runs(data_root(), args.limit)
     print(format_runs(rows) if rows else f"no runs under {data_root() / 'runs'}")
     return 0
