@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
     from flows.commands.serve import add_parser as add_serve_parser
     from flows.commands.server import add_parser as add_server_parser
+    from flows.commands.sweep import add_parser as add_sweep_parser
 
     add_server_parser(sub)
     add_serve_parser(sub)
+    add_sweep_parser(sub)
     gc = sub.add_parser("gc", help="prune old run directories and unused cache entries")
     gc.add_argument("--keep", type=int, required=True, metavar="N", help="run directories to keep per flow, newest")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted and how much; delete nothing")
