@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.cache import DONE_MARKER
+from tasks.cache import DONE_MARKER, human_bytes
 from tasks.rundir import RunFolder, runs_by_flow
 
 log = logging.getLogger("vigil")
@@ -46,9 +46,10 @@ class GcCategory:
 class GcReport:
     """Counts and bytes freed per category, plus what was kept.
 
-    Bytes are apparent file sizes (as ``du --apparent-size``) of files whose *last* hard link goes: run folders
-    hard-link their files from the cache, so deleting a run alone frees nothing for those files. A file's bytes
-    are credited to the category whose deletion removes its last link.
+    Bytes are apparent file sizes (as ``du --apparent-size``) of files whose *last* hard link goes. Run folders
+    made by vigil since the cache-trust change hold copies; older ones hard-linked their files from the cache, and
+    for those deleting a run alone frees nothing. A file's bytes are credited to the category whose deletion
+    removes its last link.
     """
 
     runs: GcCategory = field(default_factory=GcCategory)
@@ -226,16 +227,6 @@ def gc(data_root: Path, keep: int, dry_run: bool = False, *, now: float | None =
             for path in paths:
                 shutil.rmtree(path, ignore_errors=True)
     return report
-
-
-def human_bytes(n: int) -> str:
-    """``1.2 GB`` (decimal units, like ``df -H``)."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 def format_gc(report: GcReport) -> str:

@@ -39,7 +39,7 @@ def _run(root: Path, flow: str, t: float, name: str, keys: dict[str, str], size:
     (d / "metrics.json").write_text(json.dumps({"flow": flow, "dataset": "elpv", "profile": "quick", "test": {}}))
     (d / "lineage.json").write_text(json.dumps({"dataset": {"ingest_key": keys.get("ingest")}, "stage_keys": keys}))
     (d / "report.html").write_bytes(b"r" * size)
-    if link is not None:  # a file hard-linked from the cache, as link_or_copy does
+    if link is not None:  # a file hard-linked from the cache, as run folders of older vigil versions have
         os.link(link, d / "splits.csv")
     return d
 
