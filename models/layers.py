@@ -195,3 +195,42 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
+
+
+class KernelHead(nn.Module):
+    """An RBF-kernel SVM over standardised features as a torch layer: ``logits = a * d(x) + b`` per class.
+
+    ``d(x) = sum_s alpha_s exp(-gamma ||z - sv_s||^2) + c`` with ``z = (x - mean) / scale`` is a fitted
+    scikit-learn ``SVC``'s decision function, and ``a, b`` its Platt scaling, so the softmax gives probabilities
+    and the whole candidate stays one torch model that exports, explains and predicts like any other. The squared
+    distance is expanded as ``|z|^2 - 2 z.sv + |sv|^2`` (matrix products only, which ONNX exports). A binary SVM
+    has one output; it becomes logits ``(0, a d + b)``, whose softmax is the Platt sigmoid.
+
+    Args:
+        n_features: Input width (the backbone's pooled features).
+        n_support: Support vectors kept (all outputs share one set; unused ones carry zero coefficients).
+        n_outputs: Decision functions: 1 for a binary SVM, else one per class (one-vs-rest).
+    """
+
+    def __init__(self, n_features: int, n_support: int, n_outputs: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+        self.register_buffer("support", torch.zeros(n_support, n_features))
+        self.register_buffer("dual", torch.zeros(n_outputs, n_support))
+        self.register_buffer("intercept", torch.zeros(n_outputs))
+        self.register_buffer("gamma", torch.ones(()))
+        self.register_buffer("platt_a", torch.ones(n_outputs))
+        self.register_buffer("platt_b", torch.zeros(n_outputs))
+
+    def decision(self, x: torch.Tensor) -> torch.Tensor:
+        """The SVMs' raw decision values ``(B, n_outputs)``."""
+        z = (x.float() - self.mean) / self.scale
+        sq = (z * z).sum(1, keepdim=True) - 2.0 * z @ self.support.T + (self.support * self.support).sum(1)
+        return torch.exp(-self.gamma * sq.clamp_min(0.0)) @ self.dual.T + self.intercept
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.platt_a * self.decision(x) + self.platt_b
+        if scores.shape[1] == 1:
+            return torch.cat([torch.zeros_like(scores), scores], dim=1)
+        return scores

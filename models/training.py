@@ -79,6 +79,13 @@ class FitConfig:
         label_smoothing: Cross-entropy label smoothing (training loss only).
         channels_last: Use the NHWC memory format for 4-D inputs (faster convs on recent GPUs).
         seed: Seeds torch's global RNG at a fresh start, so the same seed on CPU gives identical results.
+        backbone_lr_scale: Discriminative learning rates for fine-tuning (Howard & Ruder, 2018): parameters outside
+            the head (names not starting with ``head_prefix``) get ``lr * backbone_lr_scale``, so a pre-trained
+            backbone moves less than a freshly initialised head. 1.0 trains everything at ``lr``.
+        freeze_epochs: Epochs at the start during which only the head trains (the backbone's parameters get no
+            gradient), then everything trains: the frozen-then-unfrozen schedule, which keeps a random head's first
+            large gradients out of pre-trained features.
+        head_prefix: Parameter-name prefix of the classifier head (vigil's image and EEG models use ``head.``).
     """
 
     epochs: int = 10
@@ -95,8 +102,15 @@ class FitConfig:
     label_smoothing: float = 0.0
     channels_last: bool = False
     seed: int = 0
+    backbone_lr_scale: float = 1.0
+    freeze_epochs: int = 0
+    head_prefix: str = "head."
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.backbone_lr_scale:
+            raise ValueError(f"backbone_lr_scale={self.backbone_lr_scale} must be >= 0")
+        if not 0 <= self.freeze_epochs < self.epochs:
+            raise ValueError(f"freeze_epochs={self.freeze_epochs} must be >= 0 and below epochs={self.epochs}")
         if self.epochs < 1:
             raise ValueError(f"epochs={self.epochs}; train for at least 1 epoch")
         if not self.lr > 0 and self.schedule != "constant":
@@ -361,7 +375,8 @@ def _make_scheduler(
     if config.schedule == "onecycle" and total_steps >= 4:
         # OneCycleLR divides by the warm-up length in steps: keep it at >= 2 steps (tiny runs crashed otherwise).
         pct = min(0.5, max(config.warmup_frac, 2.0 / total_steps))
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct)
+        max_lr = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct)
     if config.schedule == "cosine":
         warmup = int(round(config.warmup_frac * total_steps))
 
@@ -503,8 +518,38 @@ def _prepare(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     fused = device.type == "cuda"  # the fused CUDA kernel is one launch instead of one per tensor
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    groups = param_groups(model, config)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     return optimizer, _make_scheduler(optimizer, config, config.epochs * n_batches)
+
+
+def param_groups(model: nn.Module, config: FitConfig) -> list[dict[str, Any]]:
+    """The optimizer's groups: the head at ``lr``, the rest at ``lr * backbone_lr_scale`` (one group when 1.0).
+
+    Group order is fixed (head first) so a checkpoint's optimizer state loads back into the same groups.
+    """
+    named = list(model.named_parameters())
+    if config.backbone_lr_scale == 1.0 and config.freeze_epochs == 0:
+        return [{"params": [p for _, p in named], "lr": config.lr, "name": "all"}]
+    head = [p for n, p in named if n.startswith(config.head_prefix)]
+    if not head:
+        raise ValueError(
+            f"backbone_lr_scale/freeze_epochs need a classifier head named {config.head_prefix!r}*; "
+            f"{type(model).__name__} has none"
+        )
+    body = [p for n, p in named if not n.startswith(config.head_prefix)]
+    return [
+        {"params": head, "lr": config.lr, "name": "head"},
+        {"params": body, "lr": config.lr * config.backbone_lr_scale, "name": "backbone"},
+    ]
+
+
+def _freeze_backbone(optimizer: torch.optim.Optimizer, frozen: bool) -> None:
+    """Turn the backbone group's gradients off (or back on); AdamW skips parameters without a gradient."""
+    for group in optimizer.param_groups:
+        if group.get("name") == "backbone":
+            for p in group["params"]:
+                p.requires_grad_(not frozen)
 
 
 def fit(
@@ -565,6 +610,7 @@ def fit(
     for epoch in range(state.epoch + 1, config.epochs + 1):
         if state.finished:  # a finished checkpoint trains no further epoch
             break
+        _freeze_backbone(optimizer, frozen=epoch <= config.freeze_epochs)
         row = _train_epoch(
             model,
             train_loader,
@@ -583,6 +629,7 @@ def fit(
             save_atomic(state.checkpoint(fingerprint, model, optimizer, scheduler), ckpt_path)
         if on_epoch_end is not None:
             on_epoch_end(dict(row))
+    _freeze_backbone(optimizer, frozen=False)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     return state.result(device)

@@ -66,8 +66,9 @@ class AugmentConfig(_Section):
 
 def image_candidates() -> list[str]:
     """What ``train.model`` / ``train.candidates`` may name: every registry image model, plus ``<backbone>+linear``
-    (frozen ImageNet features + a cross-validated logistic regression) for backbones with shipped weights."""
-    return list_models("image") + [f"{name}+linear" for name in pretrained_models()]
+    and ``<backbone>+svm`` (frozen ImageNet features + a cross-validated logistic regression or SVM) for backbones
+    with shipped weights."""
+    return list_models("image") + [f"{name}+{probe}" for probe in ("linear", "svm") for name in pretrained_models()]
 
 
 class TrainConfig(_Section):
@@ -76,9 +77,18 @@ class TrainConfig(_Section):
         default_factory=dict, description="Extra keyword arguments for the model factory, e.g. {stem_stride: 4}."
     )
     image_size: int = Field(128, ge=32, le=1024)
+    geometry: Literal["pad", "squash"] = Field(
+        "pad",
+        description="How a non-square image becomes image_size x image_size: pad keeps the aspect ratio (long side "
+        "scaled to image_size, the rest filled with black), squash stretches it.",
+    )
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(40, ge=1)
     lr: float = Field(3e-3, gt=0)
+    backbone_lr_scale: float = Field(
+        1.0, ge=0, le=1, description="Discriminative fine-tuning: layers below the head learn at lr x this."
+    )
+    freeze_epochs: int = Field(0, ge=0, description="First epochs that train the head only (frozen backbone).")
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     patience: int | None = Field(10, ge=1)

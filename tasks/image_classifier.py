@@ -26,23 +26,34 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.efficientnet import load_pretrained
+from models.layers import KernelHead
 from models.registry import create_model
 from models.runtime import select_device
 from models.training import FitConfig, FitResult, fit, predict_proba
 from tasks.config import TrainConfig
 from tasks.image_augmentation import apply
-from tasks.image_features import embed, fit_linear_probe, fold_into_head, linear_probe_summary, split_candidate
+from tasks.image_features import (
+    embed,
+    fit_linear_probe,
+    fit_svm_probe,
+    fold_into_head,
+    head_spec,
+    linear_probe_summary,
+    split_candidate,
+    svm_head,
+    svm_probe_summary,
+)
 from tasks.image_io import load_image
 from tasks.pretrained import pretrained_models, pretrained_weights_path
 from tasks.sampling import SeededSampler, class_weights, default_workers
 from tasks.starting_weights import apply_starting_weights
 
 
-def decode_images(paths: list[str], size: int, channels: int, array_path: Path) -> np.ndarray:
+def decode_images(paths: list[str], size: int, channels: int, array_path: Path, geometry: str = "pad") -> np.ndarray:
     """All images as one memory-mapped uint16 array (N, size, size, channels) at ``array_path``."""
     arr = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint16, shape=(len(paths), size, size, channels))
     for i, path in enumerate(paths):
-        arr[i] = np.round(load_image(path, size, channels) * 65535.0).astype(np.uint16)
+        arr[i] = np.round(load_image(path, size, channels, geometry) * 65535.0).astype(np.uint16)
     arr.flush()
     return np.load(array_path, mmap_mode="r")
 
@@ -116,11 +127,11 @@ class _Splits:
         return ImageArrayDataset(self.array[i], self.labels[i], self.weights[i], self.mean, self.std, transform)
 
 
-def _decode_splits(table: pd.DataFrame, image_size: int, array_path: Path) -> _Splits:
+def _decode_splits(table: pd.DataFrame, image_size: int, array_path: Path, geometry: str) -> _Splits:
     """Decode every row once (grey unless the quality stage saw colour) and take channel stats on train."""
     grey = bool(table["grey"].all()) if "grey" in table else True
     channels = 1 if grey else 3
-    array = decode_images(table["path"].tolist(), image_size, channels, array_path)
+    array = decode_images(table["path"].tolist(), image_size, channels, array_path, geometry)
     split = table["split"].to_numpy()
     labels = table["label"].to_numpy().astype(np.int64)
     weights = table["weight"].to_numpy().astype(np.float32)
@@ -173,23 +184,29 @@ def start_from_pretrained(model: torch.nn.Module, cfg: TrainConfig) -> bool:
     return True
 
 
-def _fit_linear_probe(
-    model: torch.nn.Module, data: _Splits, cfg: TrainConfig, seed: int, device: torch.device
+def _fit_probe(
+    model: torch.nn.Module, data: _Splits, cfg: TrainConfig, seed: int, device: torch.device, kind: str
 ) -> FitResult:
-    """Frozen backbone features of the (un-augmented) train images, a cross-validated logistic regression, folded
-    into ``model``'s head (:mod:`tasks.image_features`). One "epoch" in the history, with the CV score."""
+    """Frozen backbone features of the (un-augmented) train images, a cross-validated logistic regression
+    (``kind="linear"``) or SVM (``"svm"``) set as ``model``'s head (:mod:`tasks.image_features`). One "epoch" in
+    the history, with the CV score."""
     start = time.perf_counter()
     train = data.dataset("train", None)
     features = embed(model, train, cfg.batch_size)
     idx = data.idx["train"]
-    search, cv_score = fit_linear_probe(
-        features, data.labels[idx], data.weights[idx], class_balanced=cfg.class_balanced, seed=seed
-    )
-    fold_into_head(search, model.head.fc, model.head.fc.out_features)
+    args = (features, data.labels[idx], data.weights[idx])
+    n_classes = model.head.fc.out_features
+    if kind == "svm":
+        pipe, params, platt, cv_score = fit_svm_probe(*args, class_balanced=cfg.class_balanced, seed=seed)
+        model.head.fc = svm_head(pipe, platt, features.shape[1], n_classes)
+        summary = svm_probe_summary(params, cv_score)
+    else:
+        search, cv_score = fit_linear_probe(*args, class_balanced=cfg.class_balanced, seed=seed)
+        fold_into_head(search, model.head.fc, n_classes)
+        summary = linear_probe_summary(search, cv_score)
     row = {"epoch": 1, "lr": None, "train_loss": None, "val_loss": None, "val_accuracy": None}
     row |= {"val_balanced_accuracy": None, "seconds": time.perf_counter() - start, "images_per_s": None}
-    row |= linear_probe_summary(search, cv_score)
-    return FitResult([row], 1, cv_score, 1, None, False, str(device))
+    return FitResult([row | summary], 1, cv_score, 1, None, False, str(device))
 
 
 def _fit_config(cfg: TrainConfig, device: torch.device, seed: int) -> FitConfig:
@@ -207,6 +224,8 @@ def _fit_config(cfg: TrainConfig, device: torch.device, seed: int) -> FitConfig:
         label_smoothing=cfg.label_smoothing,
         seed=seed,
         channels_last=cfg.channels_last,
+        backbone_lr_scale=cfg.backbone_lr_scale,
+        freeze_epochs=min(cfg.freeze_epochs, cfg.epochs - 1),
     )
 
 
@@ -251,14 +270,17 @@ def _save_weights(
             "arch": arch,
             "kwargs": model_kwargs,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "head": head_spec(model.head.fc) if hasattr(model, "head") else None,
             "class_names": list(class_names),
             "in_chans": data.channels,
             "image_size": cfg.image_size,
+            "geometry": cfg.geometry,
             "normalization": {"mean": data.mean, "std": data.std, "scale": "pixel / dtype max (255 or 65535)"},
             "pretrained": arch if cfg.pretrained and not cfg.init_from and arch in pretrained_models() else None,
             "init_from": cfg.init_from,
             "candidate": cfg.model,
-            "preprocess": "decode with OpenCV (BGR->RGB), resize to image_size x image_size with INTER_AREA",
+            "preprocess": f"decode with OpenCV (BGR->RGB), fit to image_size x image_size by {cfg.geometry!r} "
+            "(tasks.image_io.fit_square)",
             "seed": seed,
             "best_epoch": best_epoch,
         },
@@ -306,7 +328,7 @@ def _train_classifier(
     on_epoch_end: Callable[[dict], None] | None,
     on_batch_end: Callable[[int, int], None] | None,
 ) -> TrainOutput:
-    data = _decode_splits(table, cfg.image_size, out_dir / "images.npy")
+    data = _decode_splits(table, cfg.image_size, out_dir / "images.npy", cfg.geometry)
     device = select_device(cfg.device)
     torch.manual_seed(seed)
     model_kwargs = {
@@ -324,12 +346,12 @@ def _train_classifier(
         data.mean, data.std = list(model.pretrained_cfg["mean"]), list(model.pretrained_cfg["std"])
     if probe and not (cfg.init_from or (cfg.pretrained and arch in pretrained_models())):
         raise ValueError(
-            f"train candidate {cfg.model!r}: a linear probe needs a backbone with shipped ImageNet weights "
+            f"train candidate {cfg.model!r}: a {probe} probe needs a backbone with shipped ImageNet weights "
             f"({', '.join(pretrained_models())}) and train.pretrained=true"
         )
     train_loader, val_loader, test_loader = _loaders(data, cfg, transform, seed, device)
     if probe:
-        result = _fit_linear_probe(model, data, cfg, seed, device)
+        result = _fit_probe(model, data, cfg, seed, device, probe)
     else:
         cw = class_weights(data.labels[data.idx["train"]], len(class_names)) if cfg.class_balanced else None
         result = fit(
@@ -358,6 +380,9 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild a model from a vigil ``model.pt`` (safe ``weights_only`` load) and return it with its metadata."""
     meta = torch.load(path, map_location="cpu", weights_only=True)
     model = create_model(meta["arch"], **meta["kwargs"])
+    head = meta.get("head")
+    if head and head.get("kind") == "kernel":  # a +svm candidate's RBF head (tasks.image_features.svm_head)
+        model.head.fc = KernelHead(head["n_features"], head["n_support"], head["n_outputs"])
     model.load_state_dict(meta["state_dict"])
     model.eval()
     return model, meta
@@ -367,12 +392,13 @@ def embed_images(weights_path: Path, paths: list[str], batch_size: int = 64) -> 
     """Pre-logit features ``(N, F)`` of a trained vigil image model, preprocessed exactly as in training."""
     model, meta = load_model(weights_path)
     size, chans = int(meta["image_size"]), int(meta["in_chans"])
+    geometry = meta.get("geometry", "squash")  # models saved before the choice existed squashed
     mean = np.asarray(meta["normalization"]["mean"], dtype=np.float32)
     std = np.asarray(meta["normalization"]["std"], dtype=np.float32)
     feats = []
     with torch.inference_mode():
         for i in range(0, len(paths), batch_size):
-            batch = np.stack([(load_image(p, size, chans) - mean) / std for p in paths[i : i + batch_size]])
+            batch = np.stack([(load_image(p, size, chans, geometry) - mean) / std for p in paths[i : i + batch_size]])
             x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
             feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
     return np.concatenate(feats)

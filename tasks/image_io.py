@@ -36,20 +36,46 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
     return np.clip(image.astype(np.float32), 0.0, 1.0)
 
 
-def load_image(path: str | Path, size: int, channels: int) -> np.ndarray:
-    """Decode, convert to RGB or grey, resize to ``size`` x ``size`` (area interpolation), float (H, W, C) in [0, 1].
+GEOMETRIES = ("pad", "squash")
 
-    Parts are not always square; a plain resize keeps the whole part in view, which matters more for defects at
-    the border than the small change of aspect ratio.
+
+def fit_square(image: np.ndarray, size: int, geometry: str = "pad") -> np.ndarray:
+    """``image`` as ``size`` x ``size``: ``pad`` keeps the aspect ratio, ``squash`` stretches.
+
+    Padding scales the long side to ``size`` and centres the image on black (zeros), so a 100 x 600 px strip keeps
+    its defects' shapes instead of being squeezed six-fold across; squash keeps every pixel row's share of the
+    input, which suits near-square parts. Area interpolation when shrinking (no aliasing), linear when enlarging.
+    """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry={geometry!r}; use one of {', '.join(GEOMETRIES)}")
+    h, w = image.shape[:2]
+    if geometry == "squash" or h == w:
+        target = (size, size)
+    else:
+        scale = size / max(h, w)
+        target = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interp = cv2.INTER_AREA if target[0] * target[1] <= w * h else cv2.INTER_LINEAR
+    resized = cv2.resize(image, target, interpolation=interp)
+    if target == (size, size):
+        return resized
+    top, left = (size - target[1]) // 2, (size - target[0]) // 2
+    out = np.zeros((size, size, *resized.shape[2:]), dtype=resized.dtype)
+    out[top : top + target[1], left : left + target[0]] = resized
+    return out
+
+
+def load_image(path: str | Path, size: int, channels: int, geometry: str = "pad") -> np.ndarray:
+    """Decode, convert to RGB or grey, fit into ``size`` x ``size`` (:func:`fit_square`), float (H, W, C) in [0, 1].
+
+    Every stage and ``predict`` read pixels through here with the model's recorded ``geometry``, so the pixels
+    scored are the pixels trained on.
     """
     image = read_image(path)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         if channels == 1:
             image = image[:, :, 0]
-    interp = cv2.INTER_AREA if min(image.shape[:2]) >= size else cv2.INTER_LINEAR
-    image = cv2.resize(image, (size, size), interpolation=interp)
-    out = to_unit_float(image)
+    out = to_unit_float(fit_square(image, size, geometry))
     if out.ndim == 2:
         out = out[:, :, None]
     if out.shape[2] == 1 and channels == 3:

@@ -77,3 +77,10 @@ def test_set_value_that_is_not_yaml_is_named() -> None:
         "--set evaluate.baseline_c=[1, 10: not valid YAML (expected ',' or ']', but got '<stream end>' at column 7); "
         "close the value's brackets or quotes, or quote it whole to pass it as text"
     )
+
+
+def test_set_reaches_into_candidate_overrides_and_merges_with_the_profile() -> None:
+    sets = ["train.candidate_overrides.efficientnet_lite0.image_size=160"]
+    cfg = resolve_config("defect", profile="quick", sets=sets)
+    override = cfg.train.candidate_overrides["efficientnet_lite0"]
+    assert override["image_size"] == 160 and override["epochs"] == 6  # the profile's other overrides stay

@@ -74,11 +74,11 @@ def test_init_from_a_previous_run_and_a_misfit_refused_before_training(prefect_h
 
 def test_multiclass_uses_the_same_candidates(prefect_harness, tmp_path, monkeypatch) -> None:
     """ELPV's four grades (test profile subset) with a from-scratch net and frozen Lite0 features + regression."""
-    sets = ["label.mode=multiclass", "train.candidates=[resnet_tiny,efficientnet_lite0+linear]", "ingest.limit=200"]
+    sets = ["label.mode=multiclass", "train.candidates=[resnet_tiny,efficientnet_lite0+svm]", "ingest.limit=200"]
     state, run_dir = _run(monkeypatch, tmp_path / "vd", sets)
     assert state.is_completed(), state.message
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert len(m["class_names"]) == 4 and set(m["models"]) == {"resnet_tiny", "efficientnet_lite0+linear"}
+    assert len(m["class_names"]) == 4 and set(m["models"]) == {"resnet_tiny", "efficientnet_lite0+svm"}
     assert m["selection"]["model"] in m["models"] and m["test"] == m["models"][m["selection"]["model"]]["test"]
     low, high = m["test"]["balanced_accuracy_ci95"]
     assert low <= m["test"]["balanced_accuracy"] <= high

@@ -355,3 +355,32 @@ def test_improved_follows_the_monitor_direction() -> None:
     assert improved(0.5, math.nan, "loss") and not improved(math.nan, math.nan, "accuracy")
     assert improved(0.4, 0.5, "loss") and not improved(0.6, 0.5, "loss")
     assert improved(0.6, 0.5, "balanced_accuracy") and not improved(0.5, 0.5, "accuracy")
+
+
+def test_backbone_lr_scale_zero_trains_the_head_only(vector_loaders) -> None:
+    train, val = vector_loaders
+    model = mlp()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fit(model, train, val, cfg(epochs=2, patience=None, backbone_lr_scale=0.0, head_prefix="3."))
+    after = dict(model.named_parameters())
+    assert torch.equal(after["0.weight"], before["0.weight"])
+    assert not torch.equal(after["3.weight"], before["3.weight"])
+
+
+def test_freeze_epochs_hold_the_backbone_then_release_it(vector_loaders) -> None:
+    train, val = vector_loaders
+    model = mlp()
+    start = model[0].weight.detach().clone()
+    seen: list[bool] = []
+    hook = lambda row: seen.append(torch.equal(model[0].weight, start))  # noqa: E731
+    fit(model, train, None, cfg(epochs=3, patience=None, freeze_epochs=2, head_prefix="3."), on_epoch_end=hook)
+    assert seen == [True, True, False]
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_discriminative_settings_need_a_named_head(vector_loaders) -> None:
+    train, val = vector_loaders
+    with pytest.raises(ValueError, match="head"):
+        fit(mlp(), train, val, cfg(epochs=1, backbone_lr_scale=0.1))
+    with pytest.raises(ValueError, match="freeze_epochs"):
+        cfg(epochs=2, freeze_epochs=2)
