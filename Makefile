@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test test-fast lint bench clean
+.PHONY: install install-dev run test test-fast lint bench check-ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/fit_loop.py
+
+# A test-profile report.html and the Prefect UI's flow-run page in headless Chromium (Debian's package, installed
+# with apt when missing): screenshots in the run directory; fails on broken images, empty artifact cards or console
+# errors from vigil's own content.
+check-ui: $(DEV_STAMP)
+	$(BIN)/python tests/ui/check_ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -7,12 +7,16 @@ logs, progress bars) goes to standard error, so scripts can do ``dir=$(vigil run
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import threading
 from pathlib import Path
 
 from flows.commands.gc import cmd_gc
 from flows.commands.runs import cmd_runs
 from flows.config import gpu_available
+from flows.lifecycle import api_lost
 from flows.prefect_api import ApiUnreachableError, prefect_api
 
 FLOWS = ("defect", "eeg")
@@ -67,11 +71,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.lifecycle import run_dir_of
 
     run_dir = run_dir_of(state.result(raise_on_failure=False)) if state.is_completed() or state.is_failed() else None
-    if not state.is_completed():
+    if not state.is_final():  # the API went away: Prefect could not record how the run ended
+        from tasks.rundir import find_run_dir
+
+        run_dir = find_run_dir(root, flow_fn.name, args.name) if args.name else None
+        print("vigil: run ended while the Prefect API was not answering, so its end state is not recorded there; "
+              "the run's report says what was done", file=sys.stderr)  # fmt: skip
+    elif not state.is_completed():
         print(f"vigil: run {state.name.lower()}: {state.message}", file=sys.stderr)
     if run_dir:
         print(Path(str(run_dir)).resolve())
     return 0 if state.is_completed() else 1
+
+
+def interrupted_exit(exc: KeyboardInterrupt, command: str) -> int:
+    """One sentence for a stopped command, the run directory (which holds the report) last on standard output, and
+    the shell's exit status for the signal (130 for SIGINT, 143 for SIGTERM)."""
+    from flows.lifecycle import run_dir_of
+
+    signum = getattr(exc, "signum", 2)
+    print(f"vigil: {command} {exc or 'stopped by SIGINT'}; the run's report says what was done", file=sys.stderr)
+    cause: BaseException | None = exc
+    while cause is not None:  # Prefect's TerminationSignal, carrying the run directory's note, is in the chain
+        if (run_dir := run_dir_of(cause)) is not None:
+            print(Path(str(run_dir)).resolve())
+            break
+        cause = cause.__context__
+    return 128 + int(signum)
+
+
+#: Seconds the interpreter may spend exiting after the command is done (see :func:`_bound_exit`).
+EXIT_GRACE_S = 10.0
+
+
+def _bound_exit(exit_status: int, grace_s: float) -> None:
+    """Give the interpreter ``grace_s`` seconds to exit, then end the process with ``exit_status``.
+
+    Armed by :func:`main` when the command is done (a daemon timer). Prefect's log and event workers deliver what
+    they hold at exit and retry an API that went away for minutes; vigil has already drained them with a time limit
+    (``flows.prefect_api.drain_prefect_workers``), so anything still waiting then is lost either way.
+    """
+
+    def force() -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(exit_status)
+
+    if grace_s <= 0:
+        force()
+    timer = threading.Timer(grace_s, force)
+    timer.daemon = True
+    timer.start()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", nargs=2, metavar="RUN", help="two run folders or run names: their config and metric differences"
     )
     runs.set_defaults(func=cmd_runs)
+    from flows.commands.predict import add_parser as add_predict_parser
     from flows.commands.serve import add_parser as add_serve_parser
     from flows.commands.server import add_parser as add_server_parser
     from flows.commands.sweep import add_parser as add_sweep_parser
@@ -108,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_parser(sub)
     add_serve_parser(sub)
     add_sweep_parser(sub)
+    add_predict_parser(sub)
     gc = sub.add_parser("gc", help="prune old run directories and unused cache entries")
     gc.add_argument("--keep", type=int, required=True, metavar="N", help="run directories to keep per flow, newest")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted and how much; delete nothing")
@@ -122,8 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     named in one line that points to ``--debug``, which shows the traceback instead.
     """
     args = build_parser().parse_args(argv)
+    code = _run_command(args)
+    if argv is None:  # the real command line (tests call main with arguments and must not be cut short)
+        # A stopped command has recorded what it could and stopped its server: nothing is left to deliver, and
+        # tearing the interpreter down (torch, Prefect's workers) took 4-20 s here, holding the GIL.
+        _bound_exit(code, 0.0 if code in (128 + 2, 128 + 15) else EXIT_GRACE_S)
+    return code
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGINT as RunInterrupted (flows.prefect_api)
+        if args.debug:
+            raise
+        return interrupted_exit(exc, args.command)
     except ApiUnreachableError as exc:
         if args.debug:
             raise
@@ -132,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the command's last word: one line instead of a traceback (--debug shows it)
         if args.debug:
             raise
+        if api_lost(exc):  # the API went away outside a stage (Prefect's own bookkeeping): say so, not "unexpected"
+            print(f"\nvigil: {args.command} stopped: the Prefect API stopped answering ({type(exc).__name__}: {exc}); "
+                  "start it again (`vigil server`, or unset PREFECT_API_URL) and rerun with the same --name to go on "
+                  "from what was done", file=sys.stderr)  # fmt: skip
+            return 1
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         print(f"vigil: {args.command} stopped on an unexpected {type(exc).__name__}"
               f"{': ' + first if first else ''}; rerun with --debug to see the traceback", file=sys.stderr)  # fmt: skip

@@ -14,13 +14,16 @@ from pydantic import BaseModel, ValidationError
 
 from tasks.config import (
     AugmentConfig,
+    CompressConfig,
     EegAugmentConfig,
     EegEvaluateConfig,
+    EegExplainConfig,
     EegIngestConfig,
     EegLabelConfig,
     EegSynthConfig,
     EegTrainConfig,
     EvaluateConfig,
+    ExplainConfig,
     IngestConfig,
     LabelConfig,
     QualityConfig,
@@ -47,6 +50,8 @@ class DefectConfig(_Section):
     synth: SynthConfig = SynthConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    explain: ExplainConfig = ExplainConfig()
+    compress: CompressConfig = CompressConfig()
     report: ReportConfig = ReportConfig()
     runner: RunnerConfig = RunnerConfig()
 
@@ -63,8 +68,16 @@ class SeizureConfig(_Section):
     synth: EegSynthConfig = EegSynthConfig()
     train: EegTrainConfig = EegTrainConfig()
     evaluate: EegEvaluateConfig = EegEvaluateConfig()
+    explain: EegExplainConfig = EegExplainConfig()
+    compress: CompressConfig = CompressConfig()
     report: ReportConfig = ReportConfig()
     runner: RunnerConfig = RunnerConfig()
+
+
+#: The compress stage in the test profile: few calibration inputs and timed passes (its defaults are the quick
+#: profile's, so prefect.yaml's quick deployments need no compress section).
+_TEST_COMPRESS: dict[str, Any] = {"calibration_samples": 8, "max_test_samples": 64, "latency_repeats": 3,
+                                  "latency_repeats_b32": 1, "prune_samples": 32}  # fmt: skip
 
 
 _SEIZURE_PROFILES: dict[str, dict[str, Any]] = {
@@ -90,7 +103,9 @@ _SEIZURE_PROFILES: dict[str, dict[str, Any]] = {
         },
         "train": {"model": "eeg_cnn_tiny", "epochs": 2, "patience": None, "batch_size": 32},
         "evaluate": {"prediction_smooth_windows": 3},
+        "explain": {"max_windows": 1, "ig_steps": 8},
         "synth": {"model": "gan_eeg_tiny", "steps": 20, "batch_size": 16, "gain_epochs": 1},
+        "compress": _TEST_COMPRESS,
     },
     # Minutes on 2 CPU cores: 3 patients x 4 x 40 min, 9 leading seizures; SOP 10 min, SPH 2 min.
     "quick": {
@@ -111,6 +126,7 @@ _SEIZURE_PROFILES: dict[str, dict[str, Any]] = {
         },
         "label": {"step_s": 2.0, "sop_s": 1800.0, "sph_s": 300.0, "interictal_gap_s": 2400.0},
         "train": {"epochs": 30, "patience": 8, "compare": ["eeg_cnn_lstm", "eeg_transformer"]},
+        "explain": {"max_windows": 6, "ig_steps": 64},
         "synth": {"enabled": True, "steps": 5000, "n_critic": None, "model_kwargs": {"width": 16}},
     },
 }
@@ -122,8 +138,10 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
         "ingest": {"limit": 160},
         "train": {"model": "resnet_tiny", "image_size": 32, "epochs": 2, "batch_size": 16, "patience": None},
         "evaluate": {"baseline_c": (1.0,), "worst_k": 4},
+        "explain": {"lime_samples": 30, "lime_segments": 16, "metric_images": 8, "deletion_steps": 8},
         "augment": {"grid_samples": 4},
         "synth": {"model": "gan_image_tiny", "image_size": 16, "steps": 20, "batch_size": 16, "gain_epochs": 1},
+        "compress": _TEST_COMPRESS,
     },
     # Minutes on 2 CPU cores. With synth on, the seed comparison trains its 2 x 3 arms at 64 px for 15 epochs.
     # Two pre-trained candidates, chosen between on validation: frozen EfficientNet-Lite0 features + an SVM (kernel
@@ -148,10 +166,37 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
         },
         "synth": {"gain_epochs": 15, "gain_image_size": 64},
     },
-    # A GPU: bigger net, full ELPV resolution class, long schedule; synthetic data on, GAN at 128 px.
+    # A GPU: the quick profile's candidates at ImageNet resolution with longer schedules, plus Lite2 at its native
+    # 260 px and the from-scratch resnet_medium, chosen on validation; synthetic data on, GAN at 128 px. Not measured
+    # here (no GPU was lent when it was set): BENCHMARKS.md says so.
     "full": {
-        "train": {"model": "resnet_medium", "image_size": 160, "epochs": 60, "batch_size": 64, "patience": 15},
+        "train": {
+            "model": "resnet_medium",
+            "candidates": ["efficientnet_lite0+svm", "efficientnet_lite0", "efficientnet_lite2", "resnet_medium"],
+            "image_size": 224,
+            "epochs": 60,
+            "batch_size": 64,
+            "patience": 15,
+            "candidate_overrides": {
+                "efficientnet_lite0": {"lr": 1e-3, "epochs": 20, "patience": 6, "channels_last": True},
+                "efficientnet_lite2": {
+                    "lr": 1e-3,
+                    "epochs": 20,
+                    "patience": 6,
+                    "image_size": 260,
+                    "channels_last": True,
+                },
+                "resnet_medium": {"image_size": 160},
+            },
+        },
         "evaluate": {"baseline_c": (0.3, 1.0, 3.0, 10.0)},
+        "explain": {
+            "per_class": 3,
+            "lime_samples": 1000,
+            "lime_segments": 60,
+            "metric_images": 256,
+            "deletion_steps": 32,
+        },
         "synth": {"enabled": True, "image_size": 128, "steps": 10000, "model_kwargs": {"width": 32}},
     },
 }

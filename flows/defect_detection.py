@@ -1,4 +1,5 @@
-"""Flow ``defect-detection``: ingest -> quality -> label -> augment -> synth -> train -> evaluate -> report.
+"""Flow ``defect-detection``: ingest -> quality -> label -> augment -> synth -> train -> evaluate -> explain ->
+compress -> report.
 
 Wiring only: each stage is a task in ``tasks/<stage>/`` that takes its own config section and the records of the
 stages it builds on (paths and small summaries), and returns its own record. ``flows/lifecycle.py`` supplies the
@@ -16,7 +17,9 @@ from prefect.states import State
 from flows.config import DefectConfig
 from flows.lifecycle import flow_run
 from tasks.augment.images import augment_images_task
+from tasks.compress.images import compress_images_task
 from tasks.evaluate.images import evaluate_images_task
+from tasks.explain.images import explain_images_task
 from tasks.ingest.images import ingest_images_task
 from tasks.label.images import label_images_task
 from tasks.quality.images import quality_images_task
@@ -28,7 +31,18 @@ from tasks.train.images import train_images_task
 FLOW_NAME = "defect-detection"
 #: The cached stages in order: ``--refresh STAGE`` recomputes that stage and every one after it (the synthetic-data
 #: usefulness experiment trains arms, so it follows train and evaluate).
-STAGES = ("ingest", "quality", "label", "augment", "synth", "train", "evaluate", "synth-usefulness")
+STAGES = (
+    "ingest",
+    "quality",
+    "label",
+    "augment",
+    "synth",
+    "train",
+    "evaluate",
+    "synth-usefulness",
+    "explain",
+    "compress",
+)
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)
@@ -59,5 +73,11 @@ def defect_detection(
                 synth=synth,
                 train=train,
                 evaluate=evaluate,
+            )
+        if config.explain.enabled:
+            run.stage("explain", explain_images_task, cfg=config.explain, label=label, train=train, evaluate=evaluate)
+        if config.compress.enabled:
+            run.stage(
+                "compress", compress_images_task, cfg=config.compress, label=label, train=train, evaluate=evaluate
             )
     return run.state

@@ -20,6 +20,9 @@ before it touches any run directory: it ends Failed with that sentence and write
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,6 +152,7 @@ class FlowRun:
     error: str | None = None
     state: State | None = None
     refused: bool = False
+    current: str | None = None  # the stage running now, for the sentence of an interrupted run
 
     @property
     def run_dir(self) -> Path:
@@ -162,6 +166,7 @@ class FlowRun:
         """
         if self.refused:
             raise _StageFailed(self.error)
+        self.current = name
         result = task_fn(ctx=self.ctx, **kwargs)
         self.stages[name] = result
         if result.error:
@@ -188,13 +193,19 @@ def begin_run(
     if refusal is None:
         try:
             run_dir, resumed = open_run_dir(root, flow_name, run_name, reuse=resume)
-            (run_dir / "config.yaml").write_text(config_to_yaml(config))
+            tmp = run_dir / f".config.yaml.{os.getpid()}.tmp"  # a rerun must never find half a config.yaml
+            tmp.write_text(config_to_yaml(config))
+            os.replace(tmp, run_dir / "config.yaml")
         except ValueError as exc:  # a name with no usable character (a UI-given name; the CLI refuses it earlier)
             refusal = str(exc)
         except OSError as exc:
             if not is_disk_full(exc, root):
                 raise
             refusal = disk_full_message(root / "runs" / flow_name)
+            if run_dir != Path() and not resumed:  # the folder this run just made holds nothing worth keeping
+                shutil.rmtree(run_dir, ignore_errors=True)
+            elif run_dir != Path():
+                (run_dir / f".config.yaml.{os.getpid()}.tmp").unlink(missing_ok=True)
     ctx = RunContext(
         flow=flow_name,
         data_root=str(root),
@@ -229,6 +240,38 @@ def _disk_full_sentence(exc: BaseException, folder: Path) -> str | None:
     return disk_full_message(Path(filename).parent if filename else folder)
 
 
+def _crash_sentence(exc: BaseException, run: FlowRun) -> str:
+    """The report's error for an exception: a signal (Prefect's ``TerminationSignal``, Ctrl-C) says what stopped the
+    run and how to go on; anything else is named with its message."""
+    signum = getattr(exc, "signal", getattr(exc, "signum", None))
+    if isinstance(signum, int) or isinstance(exc, KeyboardInterrupt):
+        name = signal.Signals(signum).name if isinstance(signum, int) else "SIGINT"
+        where = f" during {run.current}" if run.current else ""
+        return (
+            f"stopped by {name}{where} (cancelled or killed); rerun with the same --name to go on from what was "
+            "done (finished stages are cached, training resumes from its checkpoint)"
+        )
+    if api_lost(exc):
+        where = f" during {run.current}" if run.current else ""
+        return (
+            f"the Prefect API stopped answering{where} ({type(exc).__name__}: {exc}); start it again (`vigil server`, "
+            "or unset PREFECT_API_URL) and rerun with the same --name to go on from what was done"
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
+def api_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a refused or dropped connection to the Prefect API."""
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, httpx.ConnectError | httpx.RemoteProtocolError | httpx.ReadError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _write_report(run: FlowRun, report: ReportFn) -> str | None:
     """Write the report; return the run's error, or the report's own (a full disk, a run found unusable)."""
     try:
@@ -258,7 +301,7 @@ def flow_run(
     except BaseException as exc:
         sentence = None if run.refused else _disk_full_sentence(exc, run.run_dir)
         if sentence is None:
-            run.error = f"{type(exc).__name__}: {exc}"
+            run.error = _crash_sentence(exc, run)
             if not run.refused:
                 report(ctx=run.ctx, stages=run.stages, elapsed_s=run.elapsed_s(), error=run.error)
             run.state = end_run(run, run.error)

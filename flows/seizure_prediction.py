@@ -1,5 +1,5 @@
 """Flow ``seizure-prediction``: ingest -> label -> augment -> synth -> train (detection, prediction) -> evaluate ->
-report.
+explain -> compress -> report.
 
 Wiring only, like ``defect-detection``. Detection and prediction are the flow's two tasks
 (``task=detection|prediction|both``); prediction is skipped with a stated reason when the data cannot support it
@@ -17,7 +17,9 @@ from prefect.states import State
 from flows.config import SeizureConfig
 from flows.lifecycle import flow_run
 from tasks.augment.eeg import augment_eeg_task
+from tasks.compress.eeg import compress_eeg_task
 from tasks.evaluate.eeg import evaluate_eeg_task
+from tasks.explain.eeg import explain_eeg_task
 from tasks.ingest.eeg import ingest_eeg_task
 from tasks.label.eeg import label_eeg_task
 from tasks.report.eeg import report_eeg_task
@@ -28,7 +30,7 @@ from tasks.train.eeg import train_detection_task, train_prediction_task
 FLOW_NAME = "seizure-prediction"
 #: The cached stages in order: ``--refresh STAGE`` recomputes that stage and every one after it (the synthetic-data
 #: usefulness experiment trains arms, so it follows train and evaluate).
-STAGES = ("ingest", "label", "augment", "synth", "train", "evaluate", "synth-usefulness")
+STAGES = ("ingest", "label", "augment", "synth", "train", "evaluate", "synth-usefulness", "explain", "compress")
 
 
 @flow(name=FLOW_NAME, validate_parameters=True)
@@ -83,5 +85,26 @@ def seizure_prediction(
                 synth=synth,
                 train=detection,
                 evaluate=evaluate,
+            )
+        if detection is not None and config.explain.enabled:
+            run.stage(
+                "explain",
+                explain_eeg_task,
+                cfg=config.explain,
+                ingest=ingest,
+                train_detection=detection,
+                evaluate=evaluate,
+            )
+        if config.compress.enabled:
+            run.stage(
+                "compress",
+                compress_eeg_task,
+                cfg=config.compress,
+                ingest=ingest,
+                label=label,
+                evaluate=evaluate,
+                train_detection=detection,
+                train_prediction=prediction,
+                filters=config.ingest.model_dump(include={"l_freq", "h_freq", "notch"}),
             )
     return run.state

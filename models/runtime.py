@@ -1,4 +1,4 @@
-"""The runtime both training loops stand on: device, bf16 autocast, RNG state and checkpoint files.
+"""The runtime both training loops stand on: device, CPU threads, bf16 autocast, RNG state and checkpoint files.
 
 :func:`models.training.fit` (classifiers) and :func:`models.gan_training.fit_gan` (GANs) must agree on how a device
 is chosen, when bf16 autocast is on, how a run's RNG state is saved and restored and how a checkpoint is written and
@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
+import resource
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,134 @@ def bf16_autocast(device: torch.device, amp: bool, amp_cpu: bool = False) -> tor
     """
     enabled = (amp and device.type == "cuda") or (amp_cpu and device.type == "cpu" and cpu_bf16_native())
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# --------------------------------------------------------------------------------------------- CPU threads
+#: torch's thread count when vigil started (``OMP_NUM_THREADS`` or the core count): the most a fit will use.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+#: Seconds of CPU accounting a fit samples at its start before choosing its thread count.
+LOAD_PROBE_S = 0.2
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, lowered by a cgroup v2 CPU quota when one is set."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """A moment's CPU accounting: busy seconds of the usable cores (all processes), this process's own CPU
+    seconds (all its threads) and the wall clock."""
+
+    busy_s: float
+    self_s: float
+    wall_s: float
+
+
+def cpu_sample() -> CpuSample | None:
+    """Read ``/proc/stat`` (busy = all but idle and iowait, over the CPUs in this process's affinity) and this
+    process's ``getrusage``; None where there is no ``/proc/stat``."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+        cpus = os.sched_getaffinity(0)
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, ValueError):
+        return None
+    busy = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            values = [int(v) for v in fields]
+            busy += sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return CpuSample(busy / tick, usage.ru_utime + usage.ru_stime, time.monotonic())
+
+
+def others_busy_cores(before: CpuSample, after: CpuSample) -> float:
+    """Cores that other processes kept busy between two samples (the machine's busy time less this process's)."""
+    wall = after.wall_s - before.wall_s
+    if wall <= 0:
+        return 0.0
+    return max(0.0, ((after.busy_s - before.busy_s) - (after.self_s - before.self_s)) / wall)
+
+
+def threads_for_load(others_busy: float, cores: int, cap: int) -> int:
+    """Threads to train with: the cores other processes leave free (a core counts as taken from half a core of use
+    on), at least one, at most ``cap``.
+
+    OpenMP threads spin-wait for each other at every parallel region, so one thread more than the free cores does
+    not add a little speed, it loses most of it: measured here, a quick defect epoch took 6-10x longer beside one
+    busy process with 2 threads on 2 cores.
+    """
+    return max(1, min(cap, cores - round(others_busy)))
+
+
+class LoadAwareThreads:
+    """torch's CPU thread count for one fit: fixed when asked for, else chosen from the free cores at the start
+    and re-checked after every epoch (from the CPU accounting over that epoch, so a re-check costs no waiting).
+
+    Every choice is a different split of the same sums, so on CPU a fit's numbers can differ in the last bits from
+    one thread count to another: set the count (``train.threads``) where reruns must agree bit for bit. A count the
+    caller set with ``torch.set_num_threads`` before the fit (away from torch's default) counts as fixed.
+    """
+
+    def __init__(self, fixed: int | None, active: bool = True) -> None:
+        self.previous = torch.get_num_threads()
+        if fixed is None and self.previous != TORCH_DEFAULT_THREADS:
+            fixed = self.previous  # the caller chose a count (torch.set_num_threads) before the fit: keep it
+        self.fixed, self.active = fixed, active
+        self.sample: CpuSample | None = None
+        self.chosen: list[int] = []
+
+    def _set(self, n: int) -> int:
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.chosen.append(n)
+        return n
+
+    def _choose(self, before: CpuSample | None) -> int:
+        self.sample = cpu_sample()
+        if before is None or self.sample is None:
+            return self._set(min(TORCH_DEFAULT_THREADS, usable_cores()))
+        cores = usable_cores()
+        return self._set(threads_for_load(others_busy_cores(before, self.sample), cores, TORCH_DEFAULT_THREADS))
+
+    def start(self) -> int:
+        """Set the thread count for the first epoch (sampling the load for :data:`LOAD_PROBE_S` when choosing)."""
+        if not self.active:
+            return torch.get_num_threads()
+        if self.fixed is not None:
+            return self._set(self.fixed)
+        before = cpu_sample()
+        time.sleep(LOAD_PROBE_S)
+        return self._choose(before)
+
+    def recheck(self) -> int:
+        """Choose again from the load measured since the last choice."""
+        if not self.active:
+            return torch.get_num_threads()
+        if self.fixed is not None:
+            return self._set(self.fixed)
+        return self._choose(self.sample)
+
+    def before_epoch(self) -> int:
+        """:meth:`start` before the first epoch, :meth:`recheck` before every later one."""
+        return self.recheck() if self.chosen else self.start()
+
+    def restore(self) -> None:
+        """Give back the thread count found at construction."""
+        if self.active and torch.get_num_threads() != self.previous:
+            torch.set_num_threads(self.previous)
 
 
 # --------------------------------------------------------------------------------------------- RNG state

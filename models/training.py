@@ -13,6 +13,7 @@ the ``on_batch_end`` / ``on_epoch_end`` hooks; the module never prints or logs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.runtime import (
+    LoadAwareThreads,
     architecture_hash,
     bf16_autocast,
     checkpoint_path,
@@ -86,6 +88,9 @@ class FitConfig:
             gradient), then everything trains: the frozen-then-unfrozen schedule, which keeps a random head's first
             large gradients out of pre-trained features.
         head_prefix: Parameter-name prefix of the classifier head (vigil's image and EEG models use ``head.``).
+        threads: torch CPU threads; ``None`` chooses them from the cores other processes leave free, at the start
+            and after every epoch (:class:`models.runtime.LoadAwareThreads`), unless the caller has already set
+            torch's count away from its default. Not part of the fingerprint.
     """
 
     epochs: int = 10
@@ -105,6 +110,7 @@ class FitConfig:
     backbone_lr_scale: float = 1.0
     freeze_epochs: int = 0
     head_prefix: str = "head."
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.backbone_lr_scale:
@@ -152,6 +158,7 @@ class FitResult:
     resumed_from_epoch: int | None
     stopped_early: bool
     device: str
+    threads: list[int] = field(default_factory=list)  # torch CPU threads of each epoch this call trained
 
 
 class TensorBatches:
@@ -396,6 +403,7 @@ def _fingerprint(
     """The things a checkpoint must agree on to be resumed; stored readable so a mismatch can name them."""
     fields = asdict(config)
     fields.pop("device")  # resuming a CPU run on a GPU (or vice versa) is legitimate
+    fields.pop("threads")  # and so is resuming with another thread count
     return {
         "config": fields,
         "n_batches": n_batches,
@@ -607,32 +615,42 @@ def fit(
     fingerprint = _fingerprint(config, n_batches, model, cw)
     ckpt_path = checkpoint_path(checkpoint_dir)
     state = _resume_or_seed(ckpt_path, fingerprint, model, optimizer, scheduler, config.seed)
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        if state.finished:  # a finished checkpoint trains no further epoch
-            break
-        _freeze_backbone(optimizer, frozen=epoch <= config.freeze_epochs)
-        row = _train_epoch(
-            model,
-            train_loader,
-            optimizer,
-            scheduler,
-            config,
-            device,
-            cw_device,
-            n_batches,
-            on_batch_end,
-            batch_transform,
-        )
-        row, value = _validate(model, val_loader, {**row, "epoch": epoch}, config, device, cw)
-        state.record(row, value, model, config, validated=val_loader is not None)
-        if ckpt_path is not None:
-            save_atomic(state.checkpoint(fingerprint, model, optimizer, scheduler), ckpt_path)
-        if on_epoch_end is not None:
-            on_epoch_end(dict(row))
+    threads = LoadAwareThreads(config.threads, active=device.type == "cpu" or config.threads is not None)
+    try:
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            if state.finished:  # a finished checkpoint trains no further epoch
+                break
+            threads.before_epoch()
+            _freeze_backbone(optimizer, frozen=epoch <= config.freeze_epochs)
+            set_sampler_epoch(train_loader, epoch - 1)
+            row = _train_epoch(
+                model, train_loader, optimizer, scheduler, config, device, cw_device, n_batches, on_batch_end,
+                batch_transform,
+            )  # fmt: skip
+            row, value = _validate(model, val_loader, {**row, "epoch": epoch}, config, device, cw)
+            state.record(row, value, model, config, validated=val_loader is not None)
+            if ckpt_path is not None:
+                save_atomic(state.checkpoint(fingerprint, model, optimizer, scheduler), ckpt_path)
+            if on_epoch_end is not None:
+                on_epoch_end(dict(row))
+    finally:
+        threads.restore()
     _freeze_backbone(optimizer, frozen=False)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
-    return state.result(device)
+    return dataclasses.replace(state.result(device), threads=threads.chosen)
+
+
+def set_sampler_epoch(loader: Iterable, epoch: int) -> None:
+    """Tell the loader's sampler which epoch (0-based) comes next, when it has ``set_epoch`` (as
+    ``DistributedSampler`` and vigil's ``SeededSampler`` do).
+
+    A sampler that counted its own passes would start again at its first shuffle after a resume, so the resumed
+    run would see other batches than the uninterrupted one (and pick another best epoch).
+    """
+    sampler = getattr(loader, "sampler", None)
+    if callable(getattr(sampler, "set_epoch", None)):
+        sampler.set_epoch(epoch)
 
 
 def _validate(

@@ -14,6 +14,7 @@ entry is recomputed instead of silently feeding the next stage or crashing every
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -251,6 +252,8 @@ class StageCache:
             tmp.mkdir(parents=True)
             yield tmp
             write_marker(tmp, stage, key)
+            if final.exists() and entry_problem(final) is None:
+                return  # another run completed the same entry meanwhile (same key, same content): keep it
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -261,6 +264,30 @@ class StageCache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[bool]:
+        """Hold ``cache/.locks/<stage>-<key>`` (an exclusive ``flock``) while building that entry.
+
+        Two runs that need the same entry at once (a sweep, two users on one data root) then compute it once: the
+        second waits, with a log line, and reuses what the first wrote. The kernel releases the lock when its holder
+        exits, so a killed run never leaves the entry locked. Yields whether it had to wait (only then can the entry
+        have appeared meanwhile).
+        """
+        path = self.root / ".locks" / f"{stage}-{key}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            waited = False
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _logger().info("cache: another run is building %s/%s; waiting for it", stage, key)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                waited = True
+            try:
+                yield waited
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def touch(self, stage: str, key: str) -> None:
         """Record a use, so ``vigil gc`` can keep recently used entries."""
@@ -329,10 +356,13 @@ def run_stage(
     if not refresh and cache.has(stage, key) and (hit := _reuse(cache, stage, key)) is not None:
         return hit
     try:
-        with cache.build(stage, key) as tmp:
-            summary = build(tmp)
-            summary["seconds"] = time.perf_counter() - start
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        with cache.lock(stage, key) as waited:
+            if waited and not refresh and cache.has(stage, key) and (hit := _reuse(cache, stage, key)) is not None:
+                return hit  # built by the run we waited for
+            with cache.build(stage, key) as tmp:
+                summary = build(tmp)
+                summary["seconds"] = time.perf_counter() - start
+                (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     except StageError as exc:
         return StageResult(
             stage=stage, key=key, path="", cached=False, seconds=time.perf_counter() - start, error=str(exc)

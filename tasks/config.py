@@ -35,6 +35,9 @@ class QualityConfig(_Section):
     min_std: float = Field(1e-6, ge=0, description="Images whose pixel standard deviation is at most this are blank.")
     min_side_px: int = Field(8, ge=1, description="Images smaller than this on either side are rejected.")
     drop_duplicates: bool = Field(True, description="Keep only the first copy of byte-identical files.")
+    max_pixels: int = Field(
+        100_000_000, ge=1, description="Images with more pixels are quarantined before they are decoded (memory)."
+    )
 
 
 class LabelConfig(_Section):
@@ -104,7 +107,12 @@ class TrainConfig(_Section):
         "no effect on other CPUs.",
     )
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers; None: 0 on CPU, up to 8 on GPU.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; None keeps torch's default.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads; None: the cores other processes leave free, re-checked after every epoch "
+        "(set it where reruns must agree bit for bit: another count splits sums differently).",
+    )
     channels_last: bool = Field(
         False, description="NHWC memory format: measured 20-35 % faster for efficientnet_lite* training on CPU."
     )
@@ -235,6 +243,44 @@ class EvaluateConfig(_Section):
     worst_k: int = Field(8, ge=0, le=64)
 
 
+class ExplainConfig(_Section):
+    """What the explain stage shows (Grad-CAM and LIME overlays) and how it checks that the maps mean anything."""
+
+    enabled: bool = Field(True, description="Explain the shipped model's test predictions (overlays and checks).")
+    per_class: int = Field(
+        1, ge=0, le=8, description="Most confident correct and most confident wrong test images shown per class."
+    )
+    lime_samples: int = Field(64, ge=10, le=5000, description="Perturbed copies LIME scores per image shown.")
+    lime_segments: int = Field(40, ge=4, le=400, description="SLIC superpixels LIME switches on and off.")
+    metric_images: int = Field(
+        12, ge=2, le=2000, description="Test images (a seeded sample) the randomisation and deletion checks average."
+    )
+    deletion_steps: int = Field(10, ge=2, le=256, description="Steps of the deletion curve (pixels removed per step).")
+    batch_size: int = Field(32, ge=1)
+
+
+class CompressConfig(_Section):
+    """The compress stage: ONNX export with a parity check, int8 with ONNX Runtime, optional magnitude pruning."""
+
+    enabled: bool = Field(True, description="Export model.onnx and model.int8.onnx and measure every variant.")
+    opset: int = Field(17, ge=13, le=21, description="ONNX opset of the export.")
+    calibration_samples: int = Field(
+        64, ge=1, le=4096, description="Train-split inputs (a seeded draw) that calibrate int8 activation ranges."
+    )
+    max_test_samples: int | None = Field(
+        None, ge=1, description="Score the variants on at most this many test inputs (a seeded draw); None: all."
+    )
+    threads: int = Field(2, ge=1, le=256, description="CPU threads of torch and ONNX Runtime while measuring.")
+    latency_repeats: int = Field(20, ge=1, description="Timed batch-1 forward passes (the median is reported).")
+    latency_repeats_b32: int = Field(3, ge=1, description="Timed batch-32 forward passes (the median is reported).")
+    parity_tolerance: float = Field(1e-4, gt=0, description="Largest |probability difference| fp32 ONNX may show.")
+    prune: bool = Field(False, description="Also prune weights by magnitude and fine-tune briefly (pruned_torch).")
+    prune_amount: float = Field(0.5, gt=0, lt=1, description="Fraction of conv/linear weights set to zero.")
+    prune_epochs: int = Field(1, ge=0, le=50, description="Fine-tune epochs over the train draw after pruning.")
+    prune_samples: int = Field(512, ge=1, description="Train-split inputs (seeded draw) the pruned model tunes on.")
+    prune_lr: float = Field(1e-4, gt=0)
+
+
 class ReportConfig(_Section):
     title: str | None = None
     regression_tolerance: float = Field(
@@ -275,6 +321,11 @@ class SimulateConfig(_Section):
     seizures_per_patient: int = Field(3, ge=0)
     preictal_s: float = Field(900.0, ge=10, description="Length of the simulated preictal build-up.")
     sfreq: float = Field(256.0, gt=0)
+    profile: Literal["default", "hard"] = Field(
+        "default",
+        description="'hard': clustered seizures, seizures without build-up, build-ups of varying length, files "
+        "starting inside a preictal period, slow background drift (tasks/ingest/simulate.py).",
+    )
 
 
 class EegIngestConfig(_Section):
@@ -285,7 +336,12 @@ class EegIngestConfig(_Section):
     h_freq: float | None = Field(None, gt=0, description="Low-pass corner (Hz); None = min(70, 0.45 sfreq).")
     notch: float | Literal["auto"] | None = Field("auto", description="Mains notch (Hz), 'auto' detects 50/60 Hz.")
     channels: list[str] | None = Field(None, description="Force this channel set instead of the common one.")
-    min_duration_s: float = Field(30.0, ge=0)
+    min_duration_s: float = Field(
+        0.0,
+        ge=0,
+        description="Recordings with fewer seconds of data are left out; 0 keeps clips (label drops any "
+        "shorter than one window).",
+    )
 
 
 class EegLabelConfig(_Section):
@@ -329,7 +385,12 @@ class EegTrainConfig(_Section):
     weight_decay: float = Field(1e-3, ge=0)
     patience: int | None = Field(4, ge=1)
     drop_rate: float = Field(0.25, ge=0, lt=1)
-    normalize: Literal["window", "recording", "none"] = "recording"
+    normalize: Literal["window", "recording", "causal", "none"] = "recording"
+    normalize_prediction: Literal["window", "recording", "causal", "none"] = Field(
+        "causal",
+        description="Prediction's normalisation: 'causal' uses statistics of the preceding minutes only, never of "
+        "the recording's future (its seizure); 'recording' uses the whole recording.",
+    )
     negatives_per_positive: float = Field(
         4.0, gt=0, description="Training windows: at most this many negative windows per positive (seeded)."
     )
@@ -372,3 +433,18 @@ class EegEvaluateConfig(_Section):
     detection_smooth_windows: int = Field(3, ge=1)
     prediction_smooth_windows: int = Field(15, ge=1)
     alpha: float = Field(0.05, gt=0, lt=1)
+    n_surrogates: int = Field(
+        1000, ge=19, description="Seizure-time surrogates of the prediction p-value (Andrzejak et al. 2003)."
+    )
+
+
+class EegExplainConfig(_Section):
+    """Attribution over channels and time on detected seizure windows, and the scalp map of channel importance."""
+
+    enabled: bool = Field(True, description="Explain the detector on the test windows it flagged.")
+    method: Literal["integrated_gradients", "occlusion"] = Field(
+        "integrated_gradients", description="captum's IntegratedGradients (Sundararajan et al. 2017) or Occlusion."
+    )
+    max_windows: int = Field(3, ge=1, le=32, description="Detected seizure windows explained and drawn.")
+    ig_steps: int = Field(32, ge=4, le=512, description="Integration steps of integrated gradients.")
+    occlusion_s: float = Field(0.5, gt=0, description="Occlusion: length of the occluded piece of one channel (s).")

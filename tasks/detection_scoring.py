@@ -24,6 +24,7 @@ import pandas as pd
 from timescoring.annotations import Annotation
 from timescoring.scoring import EventScoring
 
+from tasks.confidence_intervals import clopper_pearson, poisson_rate_interval
 from tasks.metrics import binary_metrics, choose_threshold
 from tasks.time_intervals import merge_intervals
 
@@ -175,8 +176,9 @@ def event_scores(
     Returns:
         ``sensitivity`` (TP / reference events; ``None`` without reference events), ``precision`` (TP / (TP + FP);
         ``None`` without detections), ``f1`` (``2TP / (2TP + FP + FN)``; ``None`` when both are empty),
-        ``fp_per_24h`` (FP / total hours x 24), ``n_true`` (reference events as scored, after merging and
-        splitting), ``n_detected`` (TP), ``n_false`` (FP), ``n_recordings`` and ``hours``.
+        ``fp_per_24h`` (FP / total hours x 24), their exact 95 % intervals ``sensitivity_ci95`` (Clopper-Pearson)
+        and ``fp_per_24h_ci95`` (Poisson) as ``[low, high]`` or ``None``, ``n_true`` (reference events as scored,
+        after merging and splitting), ``n_detected`` (TP), ``n_false`` (FP), ``n_recordings`` and ``hours``.
     """
     params = EventScoring.Parameters(
         toleranceStart=tolerance_start_s,
@@ -213,6 +215,8 @@ def event_scores(
         "precision": ratio_or_none(tp, tp + fp),
         "f1": ratio_or_none(2 * tp, 2 * tp + fp + (ref - tp)),
         "fp_per_24h": ratio_or_none(fp * 24.0, hours),
+        "sensitivity_ci95": clopper_pearson(tp, ref),
+        "fp_per_24h_ci95": poisson_rate_interval(fp, hours / 24.0),
         "n_true": ref,
         "n_detected": tp,
         "n_false": fp,
@@ -285,6 +289,11 @@ def evaluate_detection(
         test, test["score"].to_numpy(), threshold, test_sz, test_recs, window_s, step_s, smooth_windows
     )
     report["threshold"] = threshold
+    if val["ictal"].nunique() < 2:
+        report["fallbacks"] = [
+            f"the validation split has {'no' if val.empty else 'one class of'} windows: the detection threshold "
+            "is the default 0.5, not chosen on validation"
+        ]
     per_patient = {}
     for patient, part in test.groupby("patient"):
         recs = test_recs[test_recs["patient"] == patient]

@@ -54,7 +54,11 @@ def fold_masks(windows: pd.DataFrame, fold: int) -> tuple[np.ndarray, np.ndarray
 
 
 # --------------------------------------------------------------------------------------------- dataset
-Normalisation = Literal["none", "window", "recording"]
+Normalisation = Literal["none", "window", "recording", "causal"]
+
+#: ``"causal"`` normalisation: seconds of signal before a window whose statistics scale it, and the step (seconds)
+#: at which those statistics are refreshed (windows in one step share them, which keeps the cost per window low).
+CAUSAL_HISTORY_S, CAUSAL_REFRESH_S = 600.0, 60.0
 
 
 class WindowDataset(Dataset):
@@ -69,7 +73,11 @@ class WindowDataset(Dataset):
     * ``"window"``: statistics of the window itself. Removes amplitude differences between patients and
       montages, but also the window's absolute amplitude, which is a seizure cue.
     * ``"recording"``: statistics of the whole recording (estimated once from 32 evenly spaced windows and
-      cached), so amplitude changes within a recording survive.
+      cached), so amplitude changes within a recording survive. They include the recording's future, its seizure
+      too: fine for detection on whole recordings, a leak for prediction.
+    * ``"causal"``: statistics of the ``CAUSAL_HISTORY_S`` (10 min) of signal before the window only (16 evenly
+      spaced window-long pieces, refreshed every ``CAUSAL_REFRESH_S``); a window with less than one window of
+      history before its refresh point uses its own statistics. What a device running online could compute.
     * ``"none"``: raw values times ``scale`` (e.g. ``1e-2`` to put microvolts near unit range).
 
     Args:
@@ -83,6 +91,7 @@ class WindowDataset(Dataset):
         channels: Channel indices to keep (default all).
         clip: Clip normalised values to ``[-clip, clip]`` (tames artefacts); ``None`` keeps them.
         scale: Factor applied after normalisation.
+        sfreq: Sampling rate in Hz; needed by ``"causal"`` (its history is in seconds).
 
     Items are ``x`` float32 ``(n_chans, window_samples)``, ``y`` int64 scalar and, with ``weight_column``, ``w``
     float32 scalar, the batch layout of :func:`models.training.fit`.
@@ -100,9 +109,12 @@ class WindowDataset(Dataset):
         channels: Sequence[int] | None = None,
         clip: float | None = None,
         scale: float = 1.0,
+        sfreq: float | None = None,
     ) -> None:
-        if normalize not in ("none", "window", "recording"):
-            raise ValueError(f"normalize={normalize!r}; use 'window', 'recording' or 'none'")
+        if normalize not in ("none", "window", "recording", "causal"):
+            raise ValueError(f"normalize={normalize!r}; use 'window', 'recording', 'causal' or 'none'")
+        if normalize == "causal" and not (sfreq and sfreq > 0):
+            raise ValueError(f"normalize='causal' needs the sampling rate (sfreq={sfreq}) to size its history")
         if window_samples < 1:
             raise ValueError(f"window_samples={window_samples}: must be >= 1")
         require_columns(windows, ["recording_id", "start_sample", label_column], "windows")
@@ -118,6 +130,7 @@ class WindowDataset(Dataset):
         self.channels = None if channels is None else np.asarray(channels, dtype=np.int64)
         self.clip = clip
         self.scale = float(scale)
+        self.sfreq = sfreq
         self._arrays: dict[str, np.ndarray] = {}
         self._stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -161,6 +174,22 @@ class WindowDataset(Dataset):
             stats = self._stats[recording_id] = self._robust(sample)
         return stats
 
+    def _causal_stats(self, recording_id: str, arr: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Statistics of the history before ``start`` (refreshed every ``CAUSAL_REFRESH_S``), or ``None`` when
+        there is less than one window of it."""
+        refresh = max(int(round(CAUSAL_REFRESH_S * float(self.sfreq))), 1)
+        end = start // refresh * refresh  # the last refresh point at or before the window's start
+        if end < self.window_samples:
+            return None
+        key = f"{recording_id}@{end}"
+        stats = self._stats.get(key)
+        if stats is None:
+            lo = max(0, end - int(round(CAUSAL_HISTORY_S * float(self.sfreq))))
+            starts = np.unique(np.linspace(lo, end - self.window_samples, 16).astype(np.int64))
+            sample = np.concatenate([self._read(arr, int(s)) for s in starts], axis=1)
+            stats = self._stats[key] = self._robust(sample)
+        return stats
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         rec, start = self.recording_ids[i], int(self.starts[i])
         arr = self._array(rec)
@@ -175,6 +204,9 @@ class WindowDataset(Dataset):
             x = (x - med) / scl
         elif self.normalize == "recording":
             med, scl = self._recording_stats(rec, arr)
+            x = (x - med) / scl
+        elif self.normalize == "causal":
+            med, scl = self._causal_stats(rec, arr, start) or self._robust(x)
             x = (x - med) / scl
         if self.scale != 1.0:
             x = x * np.float32(self.scale)
@@ -207,9 +239,11 @@ def detection_training_windows(windows: pd.DataFrame) -> pd.DataFrame:
     return windows[clean & (windows["split"] == "train")]
 
 
-def load_windows(frame: pd.DataFrame, signals_dir: Path, n_samples: int, normalize: str) -> np.ndarray:
-    """Windows as ``(N, C, T)`` float32 in the classifier's normalisation."""
-    data = WindowDataset(frame, signals_dir, n_samples, label_column="ictal", normalize=normalize)
+def load_windows(
+    frame: pd.DataFrame, signals_dir: Path, n_samples: int, normalize: str, sfreq: float | None = None
+) -> np.ndarray:
+    """Windows as ``(N, C, T)`` float32 in the classifier's normalisation (``"causal"`` needs ``sfreq``)."""
+    data = WindowDataset(frame, signals_dir, n_samples, label_column="ictal", normalize=normalize, sfreq=sfreq)
     return np.stack([data[i][0].numpy() for i in range(len(data))]) if len(data) else np.zeros((0, 0, n_samples))
 
 

@@ -13,6 +13,7 @@ so a run is reproducible whatever the number of DataLoader workers.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ from tasks.starting_weights import apply_starting_weights
 def decode_images(paths: list[str], size: int, channels: int, array_path: Path, geometry: str = "pad") -> np.ndarray:
     """All images as one memory-mapped uint16 array (N, size, size, channels) at ``array_path``."""
     arr = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint16, shape=(len(paths), size, size, channels))
+    # A memmap written on a full disk dies of SIGBUS, with no message: reserve the blocks now, so a full disk is an
+    # OSError (ENOSPC) that the stage reports naming the folder.
+    with open(array_path, "r+b") as handle:
+        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(array_path))
     for i, path in enumerate(paths):
         arr[i] = np.round(load_image(path, size, channels, geometry) * 65535.0).astype(np.uint16)
     arr.flush()
@@ -226,6 +231,7 @@ def _fit_config(cfg: TrainConfig, device: torch.device, seed: int) -> FitConfig:
         channels_last=cfg.channels_last,
         backbone_lr_scale=cfg.backbone_lr_scale,
         freeze_epochs=min(cfg.freeze_epochs, cfg.epochs - 1),
+        threads=cfg.threads,
     )
 
 

@@ -27,6 +27,11 @@ class SeededSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return self.n
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch ``epoch``'s (0-based) shuffle next: ``models.training.fit`` calls it before every epoch, so a
+        run resumed from a checkpoint continues the uninterrupted run's sequence instead of starting it again."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class EegFit:
     model: torch.nn.Module
     result: FitResult
     model_kwargs: dict[str, Any]
+    normalize: str = "recording"
+    notes: list[str] = field(default_factory=list)  # fallbacks taken, one sentence each
 
 
 def _loader(dataset: Dataset, cfg: EegTrainConfig, device: torch.device, sampler: Any = None) -> DataLoader:
@@ -104,14 +106,19 @@ def train_window_model(
     on_epoch_end: Callable[[dict], None] | None = None,
     synthetic: ArrayWindows | None = None,
     synthetic_only: bool = False,
+    normalize: str | None = None,
 ) -> EegFit:
     """Fit one registry EEG model on ``train`` windows (balanced), early-stopping on ``val`` when given.
 
     ``synthetic`` windows (already in the classifier's normalisation) are added to the balanced real windows, or
     replace them with ``synthetic_only`` (train on synthetic, test on real); augmentation applies to both.
+    ``normalize`` overrides ``cfg.normalize`` (prediction uses ``cfg.normalize_prediction``). A ``val`` with one
+    class cannot rank epochs, so early stopping is then off; the returned ``notes`` say so for the log and report.
     """
     device = select_device(cfg.device)
     name = model_name or cfg.model
+    norm = normalize or cfg.normalize
+    notes: list[str] = []
     train = balance(train, label_column, cfg.negatives_per_positive, seed)
     labels = train[label_column].to_numpy().astype(np.int64)
     weighted = synthetic is not None and synthetic.weight is not None
@@ -120,8 +127,9 @@ def train_window_model(
         signals_dir,
         window_samples,
         label_column=label_column,
-        normalize=cfg.normalize,
+        normalize=norm,
         weight_column="_w" if weighted else None,
+        sfreq=sfreq,
     )
     if synthetic is not None:
         base = synthetic if synthetic_only else ConcatDataset([base, synthetic])
@@ -129,8 +137,13 @@ def train_window_model(
     train_loader = _loader(AugmentedWindows(base, augment), cfg, device, SeededSampler(len(base), seed))
     val_loader = None
     if val is not None and len(val) and val[label_column].nunique() == 2:
-        val_set = WindowDataset(val, signals_dir, window_samples, label_column=label_column, normalize=cfg.normalize)
+        val_set = WindowDataset(
+            val, signals_dir, window_samples, label_column=label_column, normalize=norm, sfreq=sfreq
+        )
         val_loader = _loader(val_set, cfg, device)
+    elif val is not None:
+        what = "no windows" if not len(val) else f"one class ({label_column}={int(val[label_column].iloc[0])})"
+        notes.append(f"validation has {what}: early stopping was off (trained all {epochs or cfg.epochs} epochs)")
     torch.manual_seed(seed)
     kwargs = {"n_chans": n_chans, "n_times": window_samples, "n_outputs": 2, "sfreq": sfreq, "drop_rate": cfg.drop_rate}
     model = create_model(name, **kwargs)
@@ -154,7 +167,7 @@ def train_window_model(
         checkpoint_dir=checkpoint_dir,
         on_epoch_end=on_epoch_end,
     )
-    return EegFit(model, result, {"name": name, **kwargs})
+    return EegFit(model, result, {"name": name, **kwargs}, norm, notes)
 
 
 def predict_windows(
@@ -164,13 +177,23 @@ def predict_windows(
     window_samples: int,
     cfg: EegTrainConfig,
     label_column: str,
+    normalize: str | None = None,
+    sfreq: float | None = None,
 ) -> np.ndarray:
-    """Positive-class probability for every row of ``windows``, in order."""
+    """Positive-class probability for every row of ``windows``, in order (``normalize`` overrides
+    ``cfg.normalize``; ``"causal"`` needs ``sfreq``)."""
     if windows.empty:
         return np.zeros(0)
     device = select_device(cfg.device)
     frame = windows.assign(**{label_column: windows[label_column].clip(lower=0)})
-    data = WindowDataset(frame, signals_dir, window_samples, label_column=label_column, normalize=cfg.normalize)
+    data = WindowDataset(
+        frame,
+        signals_dir,
+        window_samples,
+        label_column=label_column,
+        normalize=normalize or cfg.normalize,
+        sfreq=sfreq,
+    )
     return predict_proba(model, _loader(data, cfg, device), device=device, amp=cfg.amp)[:, 1]
 
 
@@ -189,7 +212,7 @@ def model_record(
         "channels": ingest.summary["channels"],
         "sfreq": float(label.summary["sfreq"]),
         "window_s": label.summary["window_s"],
-        "normalize": cfg.normalize,
+        "normalize": fit_out.normalize,
     }
 
 
@@ -329,7 +352,9 @@ def detection_arm(
                 synthetic=synthetic,
                 synthetic_only=synthetic_only,
             )
-            score = predict_windows(fitted.model, scored, signals, n_samples, cfg, "ictal")
+            score = predict_windows(fitted.model, scored, signals, n_samples, cfg, "ictal", sfreq=sfreq)
+            for note in fitted.notes:
+                log.warning("train detection %s: %s", name, note)
             folder = out if name == cfg.model else out / "compare" / name
             _save_detector(folder, fitted, scored, score, model_record(fitted, "detection", ingest, label, cfg))
             summary["models"][name] = {
@@ -338,6 +363,7 @@ def detection_arm(
                 "device": fitted.result.device,
                 "n_train_windows": len(train),
                 "n_train_synthetic": 0 if synthetic is None else len(synthetic),
+                "fallbacks": fitted.notes,
             }
         return summary
 

@@ -26,7 +26,16 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
-from flows.prefect_api import LOOPBACK, api_healthy, api_url_for, prefect_dir, remove_state, running_server, write_state
+from flows.prefect_api import (
+    LOOPBACK,
+    api_healthy,
+    api_url_for,
+    die_with_parent,
+    prefect_dir,
+    remove_state,
+    running_server,
+    write_state,
+)
 
 DEFAULT_PORT = 4200
 DEFAULT_RUNS_PORT = 4201
@@ -84,10 +93,55 @@ def server_command(host: str, port: int) -> list[str]:
 # ------------------------------------------------------------------------------------ the runs folder over http
 
 
+#: Host names the runs server answers to. A browser tricked by DNS rebinding sends the attacker's name instead.
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def host_is_loopback(host_header: str | None) -> bool:
+    """Whether an HTTP ``Host`` header names this machine's loopback (with or without a port).
+
+    Binding to 127.0.0.1 keeps other machines out, but not a web page in the user's own browser whose domain was
+    re-pointed at 127.0.0.1 (DNS rebinding): its requests carry that domain in ``Host``, so anything else is refused.
+    """
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:4201
+        return host.split("]", 1)[0] + "]" in LOOPBACK_NAMES
+    return host.rsplit(":", 1)[0] in LOOPBACK_NAMES if host.count(":") <= 1 else host in LOOPBACK_NAMES
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symlink resolved, is ``root`` or lies under it."""
+    real, base = path.resolve(), root.resolve()
+    return real == base or base in real.parents
+
+
 class _ReadOnlyRunsHandler(SimpleHTTPRequestHandler):
-    """GET and HEAD only (the base class answers 501 to anything else); no caching, so a rerun shows fresh files."""
+    """GET and HEAD only (the base class answers 501 to anything else); no caching, so a rerun shows fresh files.
+
+    A request whose ``Host`` is not a loopback name gets 403, and a path that leaves the runs folder once its
+    symlinks are resolved gets 404, as if it were not there.
+    """
 
     server_version = "vigil-runs"
+
+    def _refused(self) -> bool:
+        if not host_is_loopback(self.headers.get("Host")):
+            self.send_error(403, "the runs folder answers only to 127.0.0.1 and localhost")
+            return True
+        if not inside(Path(self.translate_path(self.path)), Path(self.directory)):
+            self.send_error(404, "File not found")
+            return True
+        return False
+
+    def do_GET(self) -> None:
+        if not self._refused():
+            super().do_GET()
+
+    def do_HEAD(self) -> None:
+        if not self._refused():
+            super().do_HEAD()
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
@@ -253,6 +307,7 @@ def start_server(
             stdout=log_file or output or sys.stderr,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches vigil only; vigil then stops the whole group in order
+            preexec_fn=die_with_parent(),  # and a `kill -9` of vigil takes the server with it
         )
     except BaseException:
         runs_server.shutdown()

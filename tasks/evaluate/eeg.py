@@ -59,6 +59,14 @@ def _score_detectors(
     return report, test, compare
 
 
+def _postictal_s(labelled: dict[str, Any], logger: Any) -> float:
+    """The label stage's postictal time (its record carries it); an older record without it: 0 s, said in the log."""
+    if "postictal_s" in labelled:
+        return float(labelled["postictal_s"])
+    logger.warning("evaluate: the label record has no postictal_s; only ictal time is excluded from false alarms")
+    return 0.0
+
+
 def _headline(result: dict[str, Any], cfg: EegEvaluateConfig) -> dict[str, Any]:
     """The record's summary: the headline numbers, and how detection was scored (the synth stage scores its arms
     the same way)."""
@@ -72,6 +80,7 @@ def _headline(result: dict[str, Any], cfg: EegEvaluateConfig) -> dict[str, Any]:
     if result.get("prediction", {}).get("feasible"):
         head["prediction_sensitivity"] = result["prediction"]["sensitivity"]
         head["prediction_p_value"] = result["prediction"]["p_value"]
+        head["prediction_p_value_surrogate"] = result["prediction"]["p_value_surrogate"]
     return head
 
 
@@ -100,6 +109,12 @@ def evaluate_eeg_task(
         result: dict[str, Any] = {}
         if train_detection is not None:
             result["detection"], test, compare = _score_detectors(windows, train_detection, ingest, label, cfg)
+            trained = next(iter(train_detection.summary.get("models", {}).values()), {})  # the primary model first
+            notes = [*trained.get("fallbacks", []), *result["detection"].get("fallbacks", [])]
+            if notes:
+                result["detection"]["fallbacks"] = notes
+                for note in notes:
+                    logger.warning("evaluate detection: %s", note)
             test.to_csv(out / "detection_scored.csv", index=False)
             if compare:
                 result["models"] = compare
@@ -115,7 +130,16 @@ def evaluate_eeg_task(
                 cfg.prediction_threshold_metric,
                 cfg.prediction_smooth_windows,
                 cfg.alpha,
+                postictal_s=_postictal_s(labelled, logger),
+                n_surrogates=cfg.n_surrogates,
+                seed=ctx.seed,
             )
+            result["prediction"]["fallbacks"] = [
+                *train_prediction.summary.get("fallbacks", []),
+                *result["prediction"]["fallbacks"],
+            ]
+            for note in result["prediction"]["fallbacks"]:
+                logger.warning("evaluate prediction: %s", note)
             oof.to_csv(out / "prediction_scored.csv", index=False)
         elif not labelled["feasible"]:
             result["prediction"] = {"feasible": False, "reason": labelled["reason"]}

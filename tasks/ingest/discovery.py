@@ -418,7 +418,7 @@ def _common_channels(
     if forced is not None:
         wanted = [channel_key(n) for n in forced]
         names = {k: n.strip() for k, n in zip(wanted, forced, strict=True)}
-        why = "that the configured channel list requires"
+        why = "that the configured channel list requires (ingest.channels)"
     else:
         order: list[str] = []
         names = {}

@@ -37,6 +37,7 @@ from tasks.ingest.discovery import Discovery, find_candidates
 from tasks.ingest.fanout import ingest_recordings
 from tasks.ingest.inspection import RecordingInfo
 from tasks.ingest.simulate import SimulationSpec, simulate_dataset
+from tasks.quarantine import QUARANTINE_COLUMNS, rejection_summary
 from tasks.rundir import RunContext
 
 #: Columns of ``recordings.csv`` (contract with the windowing/labelling code).
@@ -124,6 +125,7 @@ def simulate_source(cfg: EegIngestConfig, cache: StageCache, seed: int, refresh:
         seizures_per_patient=sim.seizures_per_patient,
         sfreq=sim.sfreq,
         preictal_s=sim.preictal_s,
+        profile=sim.profile,
         seed=seed,
     )
     key = stage_key("simulate", sim, seed)
@@ -180,16 +182,18 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
             raise StageError(str(exc)) from exc
         logger.info("ingest: %d EDF files (runner: %s)", len(listing.candidates), runner.kind)
         discovery = ingest_recordings(listing, out, cfg, runner)
-        if not discovery.recordings:
-            raise StageError(f"no usable EDF recordings under {root}; see quarantine.csv for why")
-        kept = discovery.recordings
-        write_tables(discovery, out)
         # Seizures clipped to (or left out past) the end of their data are listed beside the files left out, so
         # quarantine.csv and the report show every place where the labels differ from the annotations.
         past = discovery.seizures_past_data
-        pd.DataFrame([*discovery.quarantine, *past], columns=["path", "stage", "reason"]).to_csv(
+        pd.DataFrame([*discovery.quarantine, *past], columns=list(QUARANTINE_COLUMNS)).to_csv(
             out / "quarantine.csv", index=False
         )
+        if not discovery.recordings:
+            # kept as a (failed) entry, so the run's quarantine.csv and report still list every file and its reason
+            what = f"no usable EDF recordings under {root}"
+            return {"root": str(root), "error": rejection_summary(what, discovery.quarantine)}
+        kept = discovery.recordings
+        write_tables(discovery, out)
         return {
             "source": source,
             "root": str(root),
@@ -207,6 +211,8 @@ def ingest_eeg_task(*, cfg: EegIngestConfig, ctx: RunContext, runner: RunnerConf
     result = run_stage(cache, "ingest", key, build, ctx.refreshes("ingest"))
     if result.error is not None:
         return result.model_copy(update={"summary": {"root": str(root)}})
+    if result.summary.get("error"):  # every file was left out: the record keeps its path to quarantine.csv
+        return result.model_copy(update={"error": result.summary["error"]})
     s = result.summary
     logger.info(
         "ingest: %d recordings, %d patients, %.1f h, %d seizures (%d annotated past the end of their data: clipped "

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.cache import FILE_STAGE_TIMEOUT_S, StageCache, StageResult, run_stage, stage_key
 from tasks.config import IngestConfig
+from tasks.quarantine import rejection_summary
 from tasks.rundir import RunContext
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -182,10 +183,8 @@ def read_folder(root: Path) -> IngestResult:
     notes = [f"ignored {ignored} files without an image extension ({', '.join(IMAGE_EXTENSIONS)})"] if ignored else []
     notes += _hidden_note(found.hidden)
     if not rows:
-        raise ValueError(
-            _nothing_found(
-                f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders", found.quarantine
-            )
+        raise NothingUsable(
+            f"{root}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its class folders", found.quarantine
         )
     records = pd.DataFrame(rows, columns=INGEST_COLUMNS)
     return IngestResult("folder", str(root.resolve()), records, found.quarantine, notes)
@@ -201,13 +200,13 @@ def _one_name_per_file(paths: list[Path]) -> dict[str, Path]:
     return kept
 
 
-def _nothing_found(what: str, quarantine: list[dict[str, str]]) -> str:
-    """The error when discovery found nothing usable: what was looked for, and the first reasons why not."""
-    if not quarantine:
-        return what
-    shown = "; ".join(f"{q['path']}: {q['reason']}" for q in quarantine[:3])
-    more = f" (and {len(quarantine) - 3} more)" if len(quarantine) > 3 else ""
-    return f"{what}; left out: {shown}{more}"
+class NothingUsable(ValueError):
+    """Discovery found nothing usable; ``quarantine`` holds every input it left out, with its reason, so the
+    stage can still write them to ``quarantine.csv``."""
+
+    def __init__(self, what: str, quarantine: list[dict[str, str]]) -> None:
+        super().__init__(rejection_summary(what, quarantine) if quarantine else what)
+        self.quarantine = quarantine
 
 
 MANIFEST_HEADER = "path,label[,group]"
@@ -234,7 +233,7 @@ def _manifest_rows(csv_path: Path) -> tuple[list[list[str]], int, list[str]]:
             f"manifest {csv_path}: the file is empty; expected a header `{MANIFEST_HEADER}` and one row per image"
         )
     first = [c.strip() for c in lines[first_at]]
-    if [c.lower() for c in first[:2]] == ["path", "label"]:
+    if {"path", "label"} <= {c.lower() for c in first}:  # a header; columns are read by name (any order)
         return lines, first_at + 1, []
     if len(first) >= 2 and Path(first[0]).suffix.lower() in IMAGE_EXTENSIONS and first[1]:
         return lines, first_at, [f"manifest {csv_path.name} has no header row; read its columns as {MANIFEST_HEADER}"]
@@ -298,6 +297,19 @@ def _outside_note(csv_path: Path, rows: list[_ManifestRow]) -> list[str]:
     ]
 
 
+#: Manifest columns read by header name; without a header they are path, label, group by position.
+MANIFEST_COLUMNS = ("path", "label", "group", "needs_review")
+
+
+def _manifest_columns(lines: list[list[str]], start: int) -> list[int | None]:
+    """Positions of ``MANIFEST_COLUMNS`` from the header row (``vigil predict --review`` writes
+    ``path,label,probability,needs_review``; ``group`` stays optional), or path, label, group by position."""
+    header = [c.strip().lower() for c in lines[start - 1]] if start > 0 else []
+    if "path" in header and "label" in header:
+        return [header.index(n) if n in header else None for n in MANIFEST_COLUMNS]
+    return [0, 1, 2, None]
+
+
 def read_manifest(csv_path: Path) -> IngestResult:
     """A CSV ``path,label[,group]`` (header optional when the first row is data); paths are relative to the CSV.
 
@@ -305,6 +317,7 @@ def read_manifest(csv_path: Path) -> IngestResult:
     typo does not lose the whole data set; a file listed twice with different labels loses every such row.
     """
     lines, start, notes = _manifest_rows(csv_path)
+    positions = _manifest_columns(lines, start)
     base = csv_path.parent
     rows: list[_ManifestRow] = []
     quarantine: list[dict[str, str]] = []
@@ -313,8 +326,13 @@ def read_manifest(csv_path: Path) -> IngestResult:
         cells = [c.strip() for c in cells]
         if not any(cells):
             continue
+        cells = [cells[i] if i is not None and i < len(cells) else "" for i in positions]  # path, label, group, review
         if len(cells) < 2 or not cells[0] or not cells[1]:
             quarantine.append({"path": where, "stage": "ingest", "reason": "manifest row needs path and label"})
+            continue
+        if cells[3].lower() in ("true", "1", "yes"):
+            reason = "needs_review=true: not reviewed yet; check its label and set needs_review to false to train on it"
+            quarantine.append({"path": where, "stage": "ingest", "reason": reason})
             continue
         path = (base / cells[0]).resolve()
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -324,13 +342,13 @@ def read_manifest(csv_path: Path) -> IngestResult:
         if not path.is_file():
             quarantine.append({"path": where, "stage": "ingest", "reason": f"file not found: {path}"})
             continue
-        group = cells[2] if len(cells) > 2 else ""
+        group = cells[2]
         rows.append(_ManifestRow(lineno, where, cells[0], str(path), cells[1], group))
     rows, repeated = _one_row_per_file(rows)
     quarantine += repeated
     quarantine.sort(key=lambda q: int(q["path"].rsplit(":", 1)[1]))
     if not rows:
-        raise ValueError(_nothing_found(f"manifest {csv_path}: none of its rows lists a usable image", quarantine))
+        raise NothingUsable(f"manifest {csv_path}: none of its rows lists a usable image", quarantine)
     records = pd.DataFrame(
         # the path as written, extension included, so x.png and x.jpg are two samples
         [
@@ -412,6 +430,20 @@ def _write_quarantine(rows: list[dict[str, str]], path: Path) -> None:
     pd.DataFrame(rows, columns=["path", "stage", "reason"]).to_csv(path, index=False)
 
 
+def _nothing_usable(exc: NothingUsable, cfg: IngestConfig, ctx: RunContext) -> StageResult:
+    """The failed record of a source with nothing usable: a cache entry holding only ``quarantine.csv``, so the
+    run's quarantine.csv and report still list every input left out, with its reason."""
+    rows = exc.quarantine
+    key = stage_key("ingest", str(exc), [sorted(r.items()) for r in rows], cfg, ctx.seed)
+
+    def build(out: Path) -> dict:
+        _write_quarantine(rows, out / "quarantine.csv")
+        return {"root": cfg.path, "n_quarantined": len(rows)}
+
+    result = run_stage(StageCache(ctx.cache_root), "ingest", key, build, ctx.refreshes("ingest"))
+    return result.model_copy(update={"error": result.error or str(exc), "summary": {"root": cfg.path}})
+
+
 @task(
     name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=FILE_STAGE_TIMEOUT_S
 )
@@ -429,6 +461,8 @@ def ingest_images_task(*, cfg: IngestConfig, ctx: RunContext) -> StageResult:
     logger = get_run_logger()
     try:
         found = discover_images(cfg.path)
+    except NothingUsable as exc:
+        return _nothing_usable(exc, cfg, ctx)
     except (FileNotFoundError, ValueError) as exc:
         # the root travels even in a failed record, so the report files the failed run under its data set
         return StageResult(

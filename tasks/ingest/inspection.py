@@ -241,7 +241,10 @@ def _inspect(c: Candidate, min_duration_s: float, flat_std_v: float, scan_chunk_
     sfreq = float(raw.info["sfreq"])
     duration = raw.n_times / sfreq
     if duration < min_duration_s:
-        return f"{c.rel}: {duration:g} s of data, shorter than the minimum of {min_duration_s:g} s (min_duration_s)"
+        return (
+            f"{c.rel}: {duration:g} s of data, shorter than the minimum of {min_duration_s:g} s; "
+            "lower ingest.min_duration_s to use it"
+        )
     if not chans.usable:
         return f"{c.rel}: no usable channels (every signal is a placeholder)"
 

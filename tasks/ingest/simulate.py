@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import edfio
@@ -55,6 +55,8 @@ class SimulationSpec:
             "leading" (no other seizure in the preictal period plus 5 min before it) and its whole preictal
             period lies inside its file, so the first ``preictal_s`` of a file never needs to hold a seizure.
         seed: Seed of every random choice.
+        profile: ``"default"`` (above) or ``"hard"``, a data set that does not agree with the labeller by
+            construction (:func:`place_seizures_hard`); ``seizures_per_patient`` then counts leading seizures.
     """
 
     n_patients: int = 3
@@ -66,6 +68,7 @@ class SimulationSpec:
     preictal_s: float = 1800.0
     min_lead_s: float | None = None
     seed: int = 0
+    profile: str = "default"
 
     def __post_init__(self) -> None:
         if self.n_patients < 1 or self.n_patients > 99:
@@ -83,8 +86,10 @@ class SimulationSpec:
             raise ValueError(f"preictal_s={self.preictal_s}, min_lead_s={self.min_lead_s}: must be >= 0")
         if self.recording_s < 10:
             raise ValueError(f"recording_s={self.recording_s}: must be >= 10 s")
+        if self.profile not in ("default", "hard"):
+            raise ValueError(f"profile={self.profile!r}: use 'default' or 'hard'")
         capacity = self.seizures_per_recording_capacity
-        if self.seizures_per_patient > capacity * self.recordings_per_patient:
+        if self.profile == "default" and self.seizures_per_patient > capacity * self.recordings_per_patient:
             need = math.ceil(self.lead_s) + math.ceil(hi) + _TAIL_S
             raise ValueError(
                 f"{self.seizures_per_patient} seizures per patient do not fit in {self.recordings_per_patient} "
@@ -112,6 +117,8 @@ class PatientPlan:
     code: str  # "chb01"
     profile: PatientProfile
     recordings: tuple[tuple[tuple[float, float], ...], ...] = field(default_factory=tuple)
+    build_ups: tuple[tuple[tuple[float, float, float], ...], ...] | None = None  # hard profile, per recording
+    drift: tuple[float, float] | None = None  # hard profile: (depth, period_s); phase = the file's start
 
 
 # ----------------------------------------------------------------------------------------------- random draws
@@ -159,6 +166,60 @@ def place_seizures(spec: SimulationSpec, rng: np.random.Generator) -> list[tuple
     return out
 
 
+def _hard_onsets(spec: SimulationSpec, rng: np.random.Generator, total_s: float) -> np.ndarray:
+    """Leading onsets on the patient's (gapless) timeline: anywhere a seizure fits in a file, files' first
+    seconds included, at least ``1.5 preictal_s + 300`` s apart; redrawn until they fit (at most 1,000 draws)."""
+    rec_s = float(spec.recording_s)
+    fit_hi = rec_s - _TAIL_S - 2 * spec.seizure_duration_s[1] - 0.6 * spec.preictal_s  # room for a follower
+    if fit_hi <= 5.0:
+        raise ValueError(f"recording_s={rec_s:g}: too short for the hard profile's clustered seizures")
+    sep = 1.5 * spec.preictal_s + _LEAD_MARGIN_S
+    n_files = spec.recordings_per_patient
+    for _ in range(1000):
+        onsets = np.sort(
+            rng.integers(0, n_files, spec.seizures_per_patient) * rec_s
+            + rng.uniform(5.0, fit_hi, spec.seizures_per_patient)
+        )
+        if spec.seizures_per_patient < 2 or np.min(np.diff(onsets)) >= sep:
+            return np.floor(onsets)
+    raise ValueError(
+        f"{spec.seizures_per_patient} leading seizures {sep:g} s apart do not fit in {total_s:g} s of recording; "
+        "raise recording_s or recordings_per_patient, or lower seizures_per_patient"
+    )
+
+
+def place_seizures_hard(spec: SimulationSpec, rng: np.random.Generator) -> tuple[list, list]:
+    """The ``hard`` profile: seizures that do not agree with the labeller by construction.
+
+    * Leading seizures anywhere in a file, also in its first minutes, so a file may start inside a build-up whose
+      beginning lies in the previous file (or was never recorded).
+    * Build-up lengths vary around ``preictal_s`` (x U(0.5, 1.5)), and a quarter of the seizures have none.
+    * Clusters: 40 % of the leading seizures are followed ``0.2-0.6 preictal_s`` after their end (3-9 min for
+      the default 15 min) by a second, non-leading seizure (no build-up of its own) in the same file.
+
+    Returns:
+        Per recording, its seizures ``(onset_s, end_s)`` and its build-ups ``(onset_s, end_s, length_s)`` (file
+        seconds; a build-up of a seizure in a neighbouring file included where it reaches into this file).
+    """
+    rec_s = float(spec.recording_s)
+    lo, hi = math.ceil(spec.seizure_duration_s[0]), math.floor(spec.seizure_duration_s[1])
+    events = []  # (onset, end, build-up length) on the patient timeline
+    for onset in _hard_onsets(spec, rng, rec_s * spec.recordings_per_patient):
+        onset = float(onset)
+        end = onset + int(rng.integers(lo, max(lo, hi) + 1))
+        length = 0.0 if rng.random() < 0.25 else float(spec.preictal_s * rng.uniform(0.5, 1.5))
+        events.append((float(onset), float(end), length))
+        if rng.random() < 0.4:
+            follow = end + float(np.floor(rng.uniform(0.2, 0.6) * spec.preictal_s))
+            events.append((follow, follow + int(rng.integers(lo, max(lo, hi) + 1)), 0.0))
+    seizures, build_ups = [], []
+    for r in range(spec.recordings_per_patient):
+        a, b = r * rec_s, (r + 1) * rec_s
+        seizures.append(tuple((on - a, off - a) for on, off, _ in events if a <= on and off <= b))
+        build_ups.append(tuple((on - a, off - a, ln) for on, off, ln in events if on - ln < b and off > a))
+    return seizures, build_ups
+
+
 def plan_patients(spec: SimulationSpec) -> list[PatientPlan]:
     """Draw every patient's profile and seizure placement (deterministic in ``spec``).
 
@@ -172,6 +233,11 @@ def plan_patients(spec: SimulationSpec) -> list[PatientPlan]:
     for p in range(1, spec.n_patients + 1):
         rng = _patient_rng(spec, p)
         profile = make_patient_profile(rng)
+        if spec.profile == "hard":
+            seizures, build_ups = place_seizures_hard(spec, rng)
+            drift = (float(rng.uniform(0.15, 0.35)), float(rng.uniform(2.0, 5.0) * 3600.0))
+            plans.append(PatientPlan(f"chb{p:02d}", profile, tuple(seizures), tuple(build_ups), drift))
+            continue
         plans.append(PatientPlan(code=f"chb{p:02d}", profile=profile, recordings=tuple(place_seizures(spec, rng))))
     return plans
 
@@ -290,6 +356,9 @@ def simulate_dataset(root: Path, spec: SimulationSpec) -> list[Path]:
         records = []
         for r, seizures in enumerate(plan.recordings, start=1):
             rec_plan = RecordingPlan(spec.recording_s, seizures, plan.profile, spec.sfreq, spec.preictal_s)
+            if plan.build_ups is not None and plan.drift is not None:  # hard profile
+                drift = (*plan.drift, (r - 1) * spec.recording_s)
+                rec_plan = replace(rec_plan, build_ups=plan.build_ups[r - 1], drift=drift)
             data, sz = simulate_recording(rec_plan, _recording_rng(spec, p, r))
             name = f"{plan.code}_{r:02d}.edf"
             start = dt.datetime.combine(base_date, dt.time()) + dt.timedelta(seconds=clock)

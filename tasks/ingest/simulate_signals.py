@@ -132,6 +132,11 @@ class RecordingPlan:
         patient: The patient's profile.
         sfreq: Sampling rate in Hz.
         preictal_s: Length of the preictal build-up before each onset, in seconds.
+        build_ups: Instead of one ``preictal_s`` for every seizure of the file: ``(onset_s, end_s, length_s)`` per
+            build-up, in seconds from the file's start, which may lie outside the file (a seizure early in the next
+            file ramps up at the end of this one; a file may start inside a build-up); length 0 is no build-up.
+        drift: ``(depth, period_s, phase_s)``: slow background non-stationarity, a gain
+            ``exp(depth * sin(2 pi (t + phase_s) / period_s))`` over the whole signal.
     """
 
     duration_s: float
@@ -139,6 +144,8 @@ class RecordingPlan:
     patient: PatientProfile
     sfreq: float = 256.0
     preictal_s: float = 1800.0
+    build_ups: tuple[tuple[float, float, float], ...] | None = None
+    drift: tuple[float, float, float] | None = None
 
 
 def make_patient_profile(rng: np.random.Generator) -> PatientProfile:
@@ -241,6 +248,17 @@ def _ramp(t: np.ndarray, seizures: Sequence[tuple[float, float]], preictal_s: fl
         else:
             frac = ((t >= onset) & (t < end)).astype(float)
         np.maximum(out, frac, out=out)
+    return out
+
+
+def _plan_ramp(t: np.ndarray, plan: RecordingPlan, seizures: Sequence[tuple[float, float]]) -> np.ndarray:
+    """The build-up of :func:`_ramp`, or with ``plan.build_ups`` each seizure's own length (hard profile)."""
+    exponent = plan.patient.preictal_exponent
+    if plan.build_ups is None:
+        return _ramp(t, seizures, plan.preictal_s, exponent)
+    out = np.zeros_like(t)
+    for onset, end, length in plan.build_ups:
+        np.maximum(out, _ramp(t, [(onset, end)], length, exponent), out=out)
     return out
 
 
@@ -379,7 +397,7 @@ def _fill_continuous(
         view *= 1 - 0.5 * post**4  # brief postictal suppression (decays with tau / 4)
         alpha_gain = p.alpha_uv * np.interp(t, knots_t, vigilance) * (1 - ictal) * (1 - 0.85 * post)
         view += to_alpha @ (alpha(n) * alpha_gain)
-        ramp = _ramp(t, seizures, plan.preictal_s, p.preictal_exponent)
+        ramp = _plan_ramp(t, plan, seizures)
         if ramp.any():
             view += to_band @ (band(n) * ramp)
         else:
@@ -435,7 +453,7 @@ def _add_spikes(
     p, sfreq = plan.patient, plan.sfreq
     rate_max = max(p.spike_rate_per_min, p.preictal_spike_rate_per_min)
     candidates = _poisson_times(rate_max, plan.duration_s, rng)
-    ramp_c = _ramp(candidates, seizures, plan.preictal_s, p.preictal_exponent)
+    ramp_c = _plan_ramp(candidates, plan, seizures)
     rate = p.spike_rate_per_min + (p.preictal_spike_rate_per_min - p.spike_rate_per_min) * ramp_c
     keep = rng.uniform(0, rate_max, size=len(candidates)) < rate
     keep &= _ictal(candidates, seizures) == 0
@@ -483,6 +501,10 @@ def simulate_recording(plan: RecordingPlan, rng: np.random.Generator) -> tuple[n
     _add_pops(out, p, plan.duration_s, sfreq, rng)
     _add_spikes(out, plan, seizures, rng)
     _add_seizures(out, p, seizures, sfreq, rng)
+    if plan.drift is not None:  # slow non-stationarity of the whole signal (no random draw: streams unchanged)
+        depth, period_s, phase_s = plan.drift
+        t = np.arange(n_total) / sfreq
+        out *= np.exp(depth * np.sin(2 * np.pi * (t + phase_s) / period_s))
 
     np.clip(out, -PHYSICAL_RANGE_UV, PHYSICAL_RANGE_UV, out=out)
     out *= VOLTS_PER_UV

@@ -2,9 +2,10 @@
 
 The labelling rules are pure functions of the ingest stage's two tables (:mod:`tasks.label.windows` for windows
 and labels, :mod:`tasks.label.splits` for the split and the folds); this module runs them in order and writes
-``windows.csv`` and ``leading.csv``. The record's summary carries the window geometry (``sfreq``, ``window_s``,
-``step_s``, ``window_samples``) and the prediction settings (``prediction.sop_s``, ``prediction.sph_s``), so later
-stages read them from here rather than from the ``label`` section.
+``windows.csv``, ``leading.csv`` and ``quarantine.csv`` (the recordings shorter than one window, which ingest keeps
+so clip data sets work). The record's summary carries the window geometry (``sfreq``, ``window_s``, ``step_s``,
+``window_samples``) and the prediction settings (``prediction.sop_s``, ``prediction.sph_s``), so later stages read
+them from here rather than from the ``label`` section.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_ke
 from tasks.config import EegLabelConfig
 from tasks.eeg_windows import INTERICTAL, PREICTAL, SPLITS
 from tasks.label.splits import detection_splits, prediction_folds
-from tasks.label.windows import label_prediction, leading_seizures, make_windows, prediction_feasibility
+from tasks.label.windows import (
+    label_prediction,
+    leading_seizures,
+    make_windows,
+    prediction_feasibility,
+    too_short_for_a_window,
+)
+from tasks.quarantine import QUARANTINE_COLUMNS, rejection_summary
 from tasks.rundir import RunContext
 
 
@@ -75,7 +83,13 @@ def _summary(
             }
             for part in SPLITS
         },
-        "prediction": {"feasible": bool(feasible), "reason": reason, "sop_s": cfg.sop_s, "sph_s": cfg.sph_s},
+        "prediction": {
+            "feasible": bool(feasible),
+            "reason": reason,
+            "sop_s": cfg.sop_s,
+            "sph_s": cfg.sph_s,
+            "postictal_s": cfg.postictal_s,  # the evaluation excludes it from false alarms
+        },
     }
     if feasible:
         folds = sorted(int(f) for f in windows["fold"].unique() if f >= 0)
@@ -118,6 +132,12 @@ def label_eeg_task(*, cfg: EegLabelConfig, ctx: RunContext, ingest: StageResult)
         recordings = pd.read_csv(ingest.dir / "recordings.csv", dtype={"recording_id": str, "patient": str})
         seizures = pd.read_csv(ingest.dir / "seizures.csv", dtype={"recording_id": str, "patient": str})
         sfreq = float(ingest.summary["sfreq"])
+        recordings, short = too_short_for_a_window(recordings, sfreq, cfg.window_s)
+        seizures = seizures[seizures["recording_id"].isin(recordings["recording_id"])].reset_index(drop=True)
+        pd.DataFrame(short, columns=list(QUARANTINE_COLUMNS)).to_csv(out / "quarantine.csv", index=False)
+        if recordings.empty:  # kept as a (failed) entry, so quarantine.csv still lists every recording and why
+            what = f"no recording holds one window of {cfg.window_s:g} s"
+            return {"n_quarantined": len(short), "error": rejection_summary(what, short)}
         if seizures.empty:
             raise StageError(
                 "no seizure is annotated in the accepted recordings (CHB-MIT summary, EDF+ annotations or "
@@ -129,9 +149,11 @@ def label_eeg_task(*, cfg: EegLabelConfig, ctx: RunContext, ingest: StageResult)
             raise StageError(f"labelling failed: {exc}") from exc
         windows.to_csv(out / "windows.csv", index=False)
         leading.to_csv(out / "leading.csv", index=False)
-        return _summary(windows, leading, feasible, reason, sfreq, cfg)
+        return _summary(windows, leading, feasible, reason, sfreq, cfg) | {"n_quarantined": len(short)}
 
     result = run_stage(StageCache(ctx.cache_root), "label", key, build, ctx.refreshes("label"))
+    if result.summary.get("error"):  # every recording was too short: the record keeps its path to quarantine.csv
+        return result.model_copy(update={"error": result.summary["error"]})
     if result.error is None:
         _log(get_run_logger(), result.summary)
     return result

@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import LabelConfig
 from tasks.label.class_names import fold, merge_spellings, typo_error
+from tasks.quarantine import collect_quarantine, rejection_summary
 from tasks.rundir import RunContext
 
 NEGATIVE_NAMES = ("good", "ok", "normal", "non_defective")
@@ -188,6 +189,9 @@ def label_images_task(*, cfg: LabelConfig, ctx: RunContext, ingest: StageResult,
     def build(out: Path) -> dict:
         usable = pd.read_csv(quality.dir / "usable.csv", dtype={"label_raw": str, "stratum": str, "group": str})
         usable[["stratum", "group"]] = usable[["stratum", "group"]].fillna("")
+        if usable.empty:  # say why: the most common reason every image was left out, and its setting
+            rows = collect_quarantine({"ingest": ingest, "quality": quality}).to_dict("records")
+            raise StageError(rejection_summary("no usable images are left after ingest and the quality checks", rows))
         try:
             labelled = make_splits(usable, ingest.summary["source"], cfg, ctx.seed)
         except LabelError as exc:

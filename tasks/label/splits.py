@@ -1,10 +1,11 @@
-"""Leakage-free evaluation splits of the labelled EEG windows: whole recordings for detection, seizure folds for
-prediction.
+"""Leakage-free evaluation splits of the labelled EEG windows: whole recordings for detection, and whole
+recordings per seizure fold for prediction.
 
-Windows of one recording are strongly correlated (and overlap), and neighbouring windows on a patient timeline
-nearly repeat each other, so the units here are whole recordings (:func:`detection_splits`) and, for prediction,
-whole leading seizures with contiguous blocks of interictal time (:func:`prediction_folds`). Thresholds are never
-chosen here: whoever trains picks a decision threshold on training (or validation) data of a split or fold only.
+Windows of one recording are strongly correlated (and overlap), so the unit here is the whole recording
+(:func:`detection_splits`), and for prediction each leave-one-seizure-out fold tests whole recordings
+(:func:`prediction_folds`), so the evaluation can score every recording once, in time order, as a continuous
+stream. Thresholds are never chosen here: whoever trains picks a decision threshold on training (or validation)
+data of a split or fold only.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tasks.eeg_windows import EXCLUDED, FOLD_TRAIN_ONLY, FOLD_UNUSED, INTERICTAL, PREICTAL, require_columns
-from tasks.label.windows import require_non_negative
-from tasks.time_intervals import EPS_S
+from tasks.eeg_windows import FOLD_UNUSED, PREICTAL, require_columns
 
 
 def _randomised_round(x: float, rng: np.random.Generator) -> int:
@@ -97,99 +96,119 @@ def detection_splits(
     return out
 
 
-def _assign_interictal_blocks(
-    windows: pd.DataFrame, ii: np.ndarray, seizures: pd.DataFrame, fold: np.ndarray, block_gap_s: float
-) -> None:
-    """Give the interictal rows ``ii`` of ``windows`` their leave-one-seizure-out fold, in place in ``fold``.
-
-    Per patient, its interictal windows in timeline and time order are cut into one contiguous block per fold of
-    that patient (``seizures``: one row per fold, indexed by fold number); block ends that would overlap (or come
-    within ``block_gap_s`` of) the next block become ``FOLD_UNUSED``, and a patient without a fold gets
-    ``FOLD_TRAIN_ONLY``. See :func:`prediction_folds`.
-    """
-    pat = windows["patient"].astype(str).to_numpy()[ii]
-    tls = windows["timeline"].astype(str).to_numpy()[ii]
-    starts = windows["t_start_s"].to_numpy(dtype=float)[ii]
-    ends = windows["t_end_s"].to_numpy(dtype=float)[ii]
-    order = np.lexsort((starts, tls, pat))  # patient, then timeline, then time
-    ii, pat, tls, starts, ends = ii[order], pat[order], tls[order], starts[order], ends[order]
-    patients, first = np.unique(pat, return_index=True)
-    bounds = np.append(first, len(pat))
-    for p, patient in enumerate(patients):
-        rows = np.arange(bounds[p], bounds[p + 1])
-        folds = seizures.index[seizures["patient"].astype(str) == patient].to_numpy()
-        if not len(folds):
-            fold[ii[rows]] = FOLD_TRAIN_ONLY
-            continue
-        blocks = np.array_split(rows, len(folds))
-        for j, block in enumerate(blocks):
-            fold[ii[block]] = folds[j]
-            if j + 1 < len(blocks) and len(blocks[j + 1]) and len(block):
-                nxt = blocks[j + 1][0]
-                clash = (tls[block] == tls[nxt]) & (ends[block] + block_gap_s > starts[nxt] + EPS_S)
-                fold[ii[block[clash]]] = FOLD_UNUSED
-
-
-def prediction_folds(
-    windows: pd.DataFrame, scheme: Literal["loso", "lopo"] = "loso", block_gap_s: float = 0.0
-) -> pd.DataFrame:
-    """Cross-validation folds for seizure prediction that never put neighbouring windows in train and test.
-
-    **loso** (leave one seizure out, the default): each qualifying leading seizure (one with preictal windows) is
-    one fold, numbered in patient, timeline and time order. Fold k's test set is that seizure's preictal windows
-    plus one contiguous block of the same patient's interictal windows: the patient's interictal windows, in time
-    order, are cut into as many blocks of (nearly) equal count as the patient has such seizures, and block j goes
-    to the patient's j-th seizure, i.e. to the seizure nearest to it in the ordering. Random assignment would put
-    a test window between two training windows a few seconds apart; contiguous blocks leave only the block ends as
-    neighbours, and windows at the end of a block that would overlap (or come within ``block_gap_s`` of) the next
-    block are dropped (``FOLD_UNUSED``). Interictal windows of a patient without such a seizure are
-    ``FOLD_TRAIN_ONLY``. Every other window with a label is in the training set of fold k, other patients
-    included; a caller wanting patient-specific models filters by ``patient``.
-
-    **lopo** (leave one patient out): fold = the patient's index (sorted names) for every labelled window.
-
-    Decision thresholds must be chosen on each fold's training windows only (the caller's job, e.g. with
-    :func:`tasks.metrics.choose_threshold`), never on its test windows.
-
-    Args:
-        windows: Output of :func:`tasks.label.windows.label_prediction`.
-        scheme: ``"loso"`` or ``"lopo"``.
-        block_gap_s: Extra seconds kept free between consecutive interictal blocks (0: blocks share no sample).
+def _seizure_groups(windows: pd.DataFrame) -> list[tuple[set[str], str, str, float]]:
+    """Recordings that one test fold must hold together: each qualifying leading seizure's recordings (the ones
+    with its preictal windows or its onset), merged when two seizures share a recording.
 
     Returns:
-        A copy of ``windows`` with an integer ``fold``: the test fold, ``FOLD_TRAIN_ONLY`` (-1) or
-        ``FOLD_UNUSED`` (-2, excluded windows). Use :func:`tasks.eeg_windows.fold_masks` to get a fold's train and
-        test rows.
+        ``(recording ids, patient, timeline, first preictal time)`` per group, in patient, timeline and time order.
+    """
+    rec = windows["recording_id"].astype(str)
+    pre = windows[windows["pred_label"].to_numpy() == PREICTAL]
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for sid, recs in pre.groupby("lead_seizure_id", sort=False)["recording_id"]:
+        members = {f"r:{r}" for r in recs.astype(str)}
+        ictal = windows["seizure_id"].astype(str).to_numpy() == str(sid)
+        members |= {f"r:{r}" for r in rec[ictal]}
+        members.add(f"s:{sid}")
+        first, *rest = sorted(members)
+        for m in rest:
+            parent[root(m)] = root(first)
+    groups: dict[str, set[str]] = {}
+    for m in list(parent):
+        if m.startswith("r:"):
+            groups.setdefault(root(m), set()).add(m[2:])
+    first_t = pre.groupby(pre["recording_id"].astype(str))["t_start_s"].min()
+    meta = windows.groupby(rec).agg(patient=("patient", "first"), timeline=("timeline", "first"))
+    out = []
+    for recs in groups.values():
+        t = min(float(first_t[r]) for r in recs if r in first_t.index)
+        r0 = sorted(recs)[0]
+        out.append((recs, str(meta.loc[r0, "patient"]), str(meta.loc[r0, "timeline"]), t))
+    return sorted(out, key=lambda g: (g[1], g[2], g[3]))
+
+
+def _spread_other_recordings(
+    windows: pd.DataFrame, fold_of: dict[str, int], patient_folds: dict[str, list[int]]
+) -> None:
+    """Give every recording not yet in a fold a fold, in place in ``fold_of``.
+
+    Per patient, its other recordings in timeline and time order are cut into one contiguous run per fold of that
+    patient (:func:`numpy.array_split`); a patient without a fold has its recordings dealt round-robin over all
+    folds, so each recording is still tested exactly once, by a model that never saw it.
+    """
+    all_folds = sorted({k for ks in patient_folds.values() for k in ks})
+    order = (
+        windows.assign(_rec=windows["recording_id"].astype(str))
+        .groupby("_rec")
+        .agg(patient=("patient", "first"), timeline=("timeline", "first"), t=("t_start_s", "min"))
+        .sort_values(["patient", "timeline", "t"], kind="stable")
+    )
+    order = order[~order.index.isin(list(fold_of))]
+    dealt = 0
+    for patient, part in order.groupby(order["patient"].astype(str), sort=True):
+        folds = patient_folds.get(patient)
+        if folds:
+            for j, block in enumerate(np.array_split(part.index.to_numpy(), len(folds))):
+                fold_of.update({r: folds[j] for r in block})
+        else:
+            for r in part.index:
+                fold_of[r] = all_folds[dealt % len(all_folds)]
+                dealt += 1
+
+
+def prediction_folds(windows: pd.DataFrame, scheme: Literal["loso", "lopo"] = "loso") -> pd.DataFrame:
+    """Cross-validation folds for seizure prediction over whole recordings, so every recording is scored once,
+    as a continuous stream, by a model that never saw any of it (pseudo-prospective evaluation).
+
+    **loso** (leave one seizure out, the default): each qualifying leading seizure (one with preictal windows) is
+    one fold, numbered in patient, timeline and time order; the fold holds every recording with that seizure's
+    preictal windows or its onset (seizures that share a recording share a fold). Every other recording goes to
+    one fold too: per patient, its remaining recordings in time order are cut into one contiguous run per fold of
+    that patient, and the recordings of a patient without such a seizure are dealt round-robin over all folds. All
+    windows of a recording carry its fold, excluded ones (SPH, ictal, postictal, gap zones) included, because the
+    evaluation scores the whole recording; training uses only the labelled windows (``pred_label >= 0``) of the
+    other folds. The unit is the recording: windows of one recording never sit in train and test.
+
+    **lopo** (leave one patient out): fold = the patient's index (sorted names) for every window.
+
+    Decision thresholds must be chosen on each fold's training recordings only (the caller's job), never on its
+    test recordings.
+
+    Args:
+        windows: Output of :func:`tasks.label.windows.label_prediction` (plus ``seizure_id`` of ictal windows).
+
+    Returns:
+        A copy of ``windows`` with an integer ``fold`` (the test fold of the window's recording; ``FOLD_UNUSED``
+        only for a recording on no fold's list, which happens only without any qualifying seizure). Use
+        :func:`tasks.eeg_windows.fold_masks` to get a fold's train and test rows.
     """
     require_columns(
-        windows, ["patient", "pred_label", "lead_seizure_id", "timeline", "t_start_s", "t_end_s"], "windows"
+        windows, ["recording_id", "patient", "pred_label", "lead_seizure_id", "timeline", "t_start_s"], "windows"
     )
-    require_non_negative("block_gap_s", block_gap_s)
     out = windows.copy()
-    label = out["pred_label"].to_numpy()
-    fold = np.full(len(out), FOLD_UNUSED, dtype=np.int64)
+    if "seizure_id" not in out.columns:
+        out["seizure_id"] = ""
+    rec = out["recording_id"].astype(str).to_numpy()
     if scheme == "lopo":
         codes, _ = pd.factorize(out["patient"].astype(str), sort=True)
-        fold[label != EXCLUDED] = codes[label != EXCLUDED]
-        out["fold"] = fold
-        return out
+        return windows.assign(fold=codes.astype(np.int64))
     if scheme != "loso":
         raise ValueError(
             f"unknown fold scheme {scheme!r}; use 'loso' (leave one seizure out) or 'lopo' (leave one patient out)"
         )
-
-    pre = out[label == PREICTAL]
-    seizures = (
-        pre.groupby("lead_seizure_id", sort=False)
-        .agg(patient=("patient", "first"), timeline=("timeline", "first"), t=("t_start_s", "min"))
-        .reset_index()
-        .sort_values(["patient", "timeline", "t"], kind="stable")
-        .reset_index(drop=True)
-    )
-    fold_of = dict(zip(seizures["lead_seizure_id"], seizures.index, strict=True))
-    is_pre = label == PREICTAL
-    fold[is_pre] = out.loc[is_pre, "lead_seizure_id"].map(fold_of).to_numpy()
-
-    _assign_interictal_blocks(out, np.flatnonzero(label == INTERICTAL), seizures, fold, block_gap_s)
-    out["fold"] = fold
-    return out
+    fold_of: dict[str, int] = {}
+    patient_folds: dict[str, list[int]] = {}
+    for k, (recs, patient, _, _) in enumerate(_seizure_groups(out)):
+        fold_of.update({r: k for r in recs})
+        patient_folds.setdefault(patient, []).append(k)
+    if fold_of:
+        _spread_other_recordings(out, fold_of, patient_folds)
+    fold = np.array([fold_of.get(r, FOLD_UNUSED) for r in rec], dtype=np.int64)
+    return windows.assign(fold=fold)

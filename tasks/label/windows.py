@@ -31,6 +31,7 @@ split or fold only, and applies it unchanged to that split's test windows.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,6 +200,39 @@ def make_windows(
         }
     )
     return out
+
+
+def too_short_for_a_window(
+    recordings: pd.DataFrame, sfreq: float, window_s: float
+) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Split off the recordings shorter than one window: :func:`make_windows` would cut none from them.
+
+    Clip data sets (segments of seconds cut around events) hold files of every length, and ingest keeps any
+    length (``ingest.min_duration_s`` is 0 by default), so the label stage, which knows the window, decides. It
+    names ``label.window_s`` in the reason: the setting of this stage that would let the recording in.
+
+    Args:
+        recordings: ``recordings.csv`` (``recording_id``, ``path``, ``duration_s``).
+        sfreq: Sampling rate of the stored signals in Hz.
+        window_s: Window length in seconds.
+
+    Returns:
+        The recordings that give at least one window, and one quarantine row ``{path, stage, reason}`` per
+        recording left out.
+    """
+    _positive("window_s", window_s)
+    n_samples = np.floor(recordings["duration_s"].astype(float).to_numpy() * sfreq + 1e-6)
+    short = n_samples < int(round(window_s * sfreq))
+    rows = [
+        {
+            "path": str(row.get("path") or row["recording_id"]),
+            "stage": "label",
+            "reason": f"{Path(str(row.get('path') or row['recording_id'])).name}: {float(row['duration_s']):g} s of "
+            f"data, shorter than one window of label.window_s = {window_s:g} s; lower label.window_s to use it",
+        }
+        for row in recordings[short].to_dict("records")
+    ]
+    return recordings[~short].reset_index(drop=True), rows
 
 
 # --------------------------------------------------------------------------------------------- patient timeline

@@ -9,6 +9,7 @@ records, because duplicates can only be found with all the hashes at once.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +44,64 @@ class ImageCheck:
 
 #: What to do about a file whose bytes are damaged (the usual cause: an interrupted copy or export).
 _AGAIN = "copy or export it again"
+#: Default of ``quality.max_pixels``: 100 megapixels, 600 MB decoded as 16-bit colour (OpenCV's own cap is 1 GP).
+MAX_PIXELS = 100_000_000
+#: JPEG start-of-frame markers (they carry the image size); C4, C8 and CC are other segments in that range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def check_image(path: str | Path, min_std: float = 1e-6, min_side_px: int = 8) -> ImageCheck:
-    """Check one file; never raises for a bad file (the reason says what is wrong and what to do)."""
+def header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """``(width, height)`` in pixels from a PNG, BMP or JPEG header, without decoding; None when not found there.
+
+    Lets :func:`check_image` refuse an image too large for memory before OpenCV allocates it.
+    """
+    try:
+        if kind == "PNG":
+            return struct.unpack(">II", data[16:24])
+        if kind == "BMP":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if kind == "JPEG":
+            i = 2
+            while i + 9 <= len(data) and data[i] == 0xFF:
+                marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+                if marker in _JPEG_SOF:
+                    h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+                    return w, h
+                i += 2 + length
+    except struct.error:
+        return None
+    return None
+
+
+def _too_large(w: int, h: int, max_pixels: int) -> str | None:
+    if w * h <= max_pixels:
+        return None
+    return (
+        f"too large ({w}x{h} px = {w * h / 1e6:.1f} MP; quality.max_pixels is {max_pixels / 1e6:.1f} MP); "
+        "downscale it, or raise quality.max_pixels if the machine has the memory"
+    )
+
+
+def pixel_std(image: np.ndarray) -> float:
+    """Standard deviation over all pixels and channels, computed by OpenCV per channel in one pass.
+
+    ``image.std()`` would first make a float64 copy of the image and then another for the squared deviations
+    (~12x the memory of a 16-bit image); per-channel means and variances combine exactly into the total.
+    """
+    means, stds = cv2.meanStdDev(image)
+    means, stds = means.ravel(), stds.ravel()
+    return float(np.sqrt(np.mean(stds**2) + np.var(means)))
+
+
+def check_image(
+    path: str | Path, min_std: float = 1e-6, min_side_px: int = 8, max_pixels: int = MAX_PIXELS
+) -> ImageCheck:
+    """Check one file; never raises for a bad file (the reason says what is wrong and what to do).
+
+    The image is decoded once, in its own type (8- or 16-bit, or float32), and never copied to float64; one with
+    more than ``max_pixels`` pixels is refused from its header, before it is decoded, where the header says.
+    """
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -66,18 +121,23 @@ def check_image(path: str | Path, min_std: float = 1e-6, min_side_px: int = 8) -
         return ImageCheck(str(p), f"truncated PNG (no IEND chunk at the end of the file); {_AGAIN}", digest)
     if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         return ImageCheck(str(p), f"truncated JPEG (no end-of-image marker); {_AGAIN}", digest)
+    size = header_size(data, kind)
+    if size is not None and (reason := _too_large(*size, max_pixels)):
+        return ImageCheck(str(p), reason, digest)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         return ImageCheck(str(p), f"corrupt {kind}: OpenCV could not decode it; {_AGAIN}", digest)
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
     h, w = image.shape[:2]
+    if reason := _too_large(w, h, max_pixels):  # a TIFF, or a header that understated the size
+        return ImageCheck(str(p), reason, digest)
     if min(h, w) < min_side_px:
         reason = f"too small ({w}x{h} px; need {min_side_px} px per side); remove it, or lower quality.min_side_px"
         return ImageCheck(str(p), reason, digest)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         return ImageCheck(str(p), f"unsupported pixel type {image.dtype} (use 8- or 16-bit)", digest)
-    if float(image.std()) <= min_std:
+    if pixel_std(image) <= min_std:
         return ImageCheck(str(p), "blank image: every pixel has the same value; remove the failed capture", digest)
     channels = 1 if image.ndim == 2 else image.shape[2]
     return ImageCheck(str(p), None, digest, h, w, channels, str(image.dtype), is_grey(image))

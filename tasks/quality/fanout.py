@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from tasks.config import RunnerConfig
-from tasks.quality.checks import ImageCheck, check_image
+from tasks.quality.checks import MAX_PIXELS, ImageCheck, check_image
 from tasks.runner import task_runner
 
 #: Files per mapped task run in the flow. A Prefect task run costs ~10-20 ms of orchestration (measured on 2
@@ -72,15 +72,19 @@ def _chunk_run_name() -> str:
 
 
 @task(name="check-image", cache_policy=NO_CACHE, task_run_name=_file_run_name)
-def check_image_task(path: str, min_std: float = 1e-6, min_side_px: int = 8) -> dict[str, Any]:
+def check_image_task(
+    path: str, min_std: float = 1e-6, min_side_px: int = 8, max_pixels: int = MAX_PIXELS
+) -> dict[str, Any]:
     """One file's quality check as a task; never raises for a bad file (the result's ``reason`` says why)."""
-    return check_result(check_image(path, min_std, min_side_px))
+    return check_result(check_image(path, min_std, min_side_px, max_pixels))
 
 
 @task(name="check-image-chunk", cache_policy=NO_CACHE, task_run_name=_chunk_run_name)
-def check_image_chunk_task(paths: list[str], min_std: float = 1e-6, min_side_px: int = 8) -> list[dict[str, Any]]:
+def check_image_chunk_task(
+    paths: list[str], min_std: float = 1e-6, min_side_px: int = 8, max_pixels: int = MAX_PIXELS
+) -> list[dict[str, Any]]:
     """Several files' checks in one task run, in order (amortises the per-run orchestration cost)."""
-    return [check_result(check_image(p, min_std, min_side_px)) for p in paths]
+    return [check_result(check_image(p, min_std, min_side_px, max_pixels)) for p in paths]
 
 
 def chunks(paths: Sequence[str], size: int) -> list[list[str]]:
@@ -92,7 +96,11 @@ def chunks(paths: Sequence[str], size: int) -> list[list[str]]:
 
 @flow(name="check-images", validate_parameters=False)
 def check_images_flow(
-    paths: list[str], min_std: float = 1e-6, min_side_px: int = 8, files_per_task: int = FILES_PER_TASK
+    paths: list[str],
+    min_std: float = 1e-6,
+    min_side_px: int = 8,
+    files_per_task: int = FILES_PER_TASK,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[dict[str, Any]]:
     """Map the checks over ``paths`` on this flow run's task runner; results in input order.
 
@@ -101,9 +109,10 @@ def check_images_flow(
     """
     logger = get_run_logger()
     if files_per_task == 1:
-        futures = check_image_task.map(paths, unmapped(min_std), unmapped(min_side_px))
+        futures = check_image_task.map(paths, unmapped(min_std), unmapped(min_side_px), unmapped(max_pixels))
     else:
-        futures = check_image_chunk_task.map(chunks(paths, files_per_task), unmapped(min_std), unmapped(min_side_px))
+        limits = (unmapped(min_std), unmapped(min_side_px), unmapped(max_pixels))
+        futures = check_image_chunk_task.map(chunks(paths, files_per_task), *limits)
     results: list[dict[str, Any]] = []
     step = max(1, len(futures) // 10)
     for i, future in enumerate(futures):
@@ -120,6 +129,7 @@ def check_images(
     min_side_px: int = 8,
     runner: RunnerConfig | None = None,
     files_per_task: int = FILES_PER_TASK,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[ImageCheck]:
     """Check every file, fanned out as mapped task runs on ``runner`` (see the module docstring for why).
 
@@ -138,12 +148,13 @@ def check_images(
             2 cores: loop 1.4 s, mapped on local threads 3.8 s with 32 files per run, 10 s with one), so local
             runs keep the loop; ``check_images_flow`` runs on a thread pool when called with that runner.
         files_per_task: Files per mapped task run (1: one run per file).
+        max_pixels: Images with more pixels are refused (from the header, before decoding, where it says).
 
     Returns:
         One :class:`ImageCheck` per path, in the order of ``paths``.
     """
     names = [str(p) for p in paths]
     if runner is None or runner.kind == "local" or not names:
-        return [check_image(p, min_std, min_side_px) for p in names]
+        return [check_image(p, min_std, min_side_px, max_pixels) for p in names]
     fanout = check_images_flow.with_options(task_runner=task_runner(runner))
-    return checks_from_results(fanout(names, min_std, min_side_px, files_per_task))
+    return checks_from_results(fanout(names, min_std, min_side_px, files_per_task, max_pixels))

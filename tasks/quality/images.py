@@ -36,7 +36,7 @@ def quality_images_task(
     def build(out: Path) -> dict:
         records = pd.read_csv(ingest.dir / "records.csv", dtype=str, keep_default_na=False)
         logger.info("quality: checking %d files (runner: %s)", len(records), runner.kind if runner else "local")
-        checks = check_images(list(records["path"]), cfg.min_std, cfg.min_side_px, runner)
+        checks = check_images(list(records["path"]), cfg.min_std, cfg.min_side_px, runner, max_pixels=cfg.max_pixels)
         usable, quarantine = apply_checks(records, checks, cfg.drop_duplicates)
         usable.to_csv(out / "usable.csv", index=False)
         pd.DataFrame(quarantine, columns=["path", "stage", "reason"]).to_csv(out / "quarantine.csv", index=False)

@@ -24,6 +24,7 @@ from tasks.cache import StageResult
 from tasks.compare import Comparison, regression_check
 from tasks.config import ReportConfig
 from tasks.eeg_windows import read_windows
+from tasks.quarantine import collect_quarantine
 from tasks.report.common import (
     ReportDoc,
     card_description,
@@ -41,6 +42,7 @@ from tasks.report.common import (
     write_json,
     write_lineage,
 )
+from tasks.report.compress import compress_metrics, compress_section, copy_models, read_compress
 from tasks.report.eeg_plots import plot_alarm_timelines, plot_rocs, plot_snippets, plot_spectra
 from tasks.report.eeg_tables import (
     describe,
@@ -51,6 +53,7 @@ from tasks.report.eeg_tables import (
     splits_table,
     synthetic_splits,
 )
+from tasks.report.explain import explain_metrics, explain_section, publish_explain
 from tasks.report.synthetic import USEFULNESS, synthetic_metrics, synthetic_section
 from tasks.rundir import RunContext, copy_file
 
@@ -58,7 +61,10 @@ FLOW = "seizure-prediction"
 _PREDICTION_CONTEXT = (
     "<p>Context: Truong et al. 2018 on CHB-MIT report 81.2% sensitivity at 0.16 false alarms/h "
     "with SOP 30 min, SPH 5 min, leave-one-seizure-out. Profiles may scale SOP/SPH down for short "
-    "simulated recordings; the values used are in the table.</p>"
+    "simulated recordings; the values used are in the table. Scoring is pseudo-prospective: every recording is "
+    "scored once, whole and in time order, by the fold model that never saw it, with causal smoothing and the "
+    "fold's threshold chosen on its validation recordings; false alarms are counted over interictal time only. "
+    "On simulated data these numbers show that the pipeline works, not clinical performance.</p>"
 )
 _SYNTHETIC_NOTE = (
     "<p>Prediction trains on real windows only: its leave-one-seizure-out folds would need one GAN per "
@@ -117,15 +123,15 @@ def write_run_files(
     evaluation: dict[str, Any],
     windows: pd.DataFrame | None,
     error: str | None,
+    stages: dict[str, StageResult | None] | None = None,
 ) -> pd.DataFrame:
     """quarantine.csv, splits.csv, augment.json and a model.pt per task; returns the quarantine table.
 
-    ``ok`` holds the succeeded stage records. Training checkpoints are removed unless the flow failed (a rerun
-    resumes from them).
+    ``ok`` holds the succeeded stage records; quarantine.csv gathers ingest's and label's rows from ``stages``
+    (every record, so a stage that left out every input still lists them). Training checkpoints are removed unless
+    the flow failed (a rerun resumes from them).
     """
-    quarantine = pd.DataFrame(columns=["path", "stage", "reason"])
-    if "ingest" in ok:
-        quarantine = pd.read_csv(ok["ingest"].dir / "quarantine.csv", dtype=str, keep_default_na=False)
+    quarantine = collect_quarantine(ok if stages is None else stages)
     quarantine.to_csv(run_dir / "quarantine.csv", index=False)
     if windows is not None:
         _write_splits(run_dir, ok, windows)
@@ -214,14 +220,15 @@ def _prediction_sections(doc: ReportDoc, pred: dict[str, Any], ok: dict[str, Sta
         doc.add("Prediction per patient", html_table(pp))
     oof = pd.read_csv(
         ok["evaluate"].dir / "prediction_scored.csv",
-        dtype={"patient": str, "lead_seizure_id": str},
+        dtype={"patient": str, "lead_seizure_id": str, "recording_id": str, "timeline": str},
         keep_default_na=False,
     )
-    leading = pd.read_csv(ok["label"].dir / "leading.csv", dtype={"seizure_id": str})
+    leading = pd.read_csv(ok["label"].dir / "leading.csv", dtype={"seizure_id": str, "timeline": str})
     timelines = plot_alarm_timelines(oof, leading, pred["sph_s"], pred["sop_s"])
     md = [f"![timeline]({png_data_uri(timelines[0])})"] if timelines else []
-    doc.add("Alarm timelines", " ".join(img_tag(p, "timeline") for p in timelines), *md)
-    return oof["pred_label"].to_numpy(), oof["score"].to_numpy()
+    doc.add("Alarm timelines (per test recording)", " ".join(img_tag(p, "timeline") for p in timelines), *md)
+    labelled = oof[oof["pred_label"] >= 0]  # the window ROC is over preictal vs interictal windows only
+    return labelled["pred_label"].to_numpy(), labelled["score"].to_numpy()
 
 
 def _synthetic_section(doc: ReportDoc, synthetic: dict[str, Any], synth: StageResult) -> None:
@@ -269,6 +276,11 @@ def report_body(
         doc.add("ROC curves (windows)", img_tag(roc_png, "roc"), f"![roc]({png_data_uri(roc_png)})")
     if "synthetic" in metrics:
         _synthetic_section(doc, metrics["synthetic"], ok["synth"])
+    if "explain" in metrics:
+        title, body, md = explain_section(ok["explain"], metrics["explain"])
+        doc.add(title, body, *md)
+    if metrics.get("compress"):
+        compress_section(doc, metrics["compress"])
     if "augment" in ok and (ok["augment"].dir / "examples.png").is_file():
         doc.add("Augmentation", img_tag((ok["augment"].dir / "examples.png").read_bytes(), "augment"))
     n_left = len(quarantine)
@@ -347,7 +359,14 @@ def report_eeg_task(
     regression_error = regression_failure(metrics, comparison, cfg.fail_on_regression)
     if USEFULNESS in ok:
         metrics["synthetic"] = synthetic_metrics(ok[USEFULNESS], ok.get("synth"))
-    quarantine = write_run_files(run_dir, ok, evaluation, windows, error)
+    if "explain" in ok:
+        metrics["explain"] = explain_metrics(ok["explain"])
+    if "compress" in ok:
+        per_task = {t: compress_metrics(read_compress(ok["compress"], t)) for t in ("detection", "prediction")}
+        metrics["compress"] = {t: v for t, v in per_task.items() if v}
+        for t in metrics["compress"]:
+            copy_models(ok["compress"], run_dir, t)
+    quarantine = write_run_files(run_dir, ok, evaluation, windows, error, stages=stages)
     doc = report_body(metrics, ok, evaluation, comparison, quarantine, run_dir, regression_error or error)
 
     write_json(run_dir / "metrics.json", metrics)
@@ -356,5 +375,7 @@ def report_eeg_task(
     write_lineage(run_dir, lineage, stages, metrics["timing_s"])
     description = card_description(describe(metrics), comparison, metrics)
     _publish(doc, metrics, dataset, description, ctx)
+    if "explain" in ok:
+        publish_explain(ok["explain"], metrics, f"{FLOW}-{dataset}-explain")
     logger.info("report: %s", description)
     return metrics

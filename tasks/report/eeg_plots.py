@@ -72,35 +72,59 @@ def plot_snippets(
     return out
 
 
-def plot_alarm_timelines(oof: pd.DataFrame, leading: pd.DataFrame, sph_s: float, sop_s: float) -> list[bytes]:
-    """Per patient: out-of-fold preictal probability over the patient timeline, thresholds and onsets.
+def _shade_seizures(ax: Any, seizures: pd.DataFrame, sph_s: float, sop_s: float, t0: float, t1: float) -> None:
+    """Onsets (black), each seizure's SOP (red) and SPH (grey) before it, in hours, where they meet [t0, t1]."""
+    for _, sz in seizures.iterrows():
+        on = float(sz["t_onset_s"])
+        if on + 1 < t0 or on - sph_s - sop_s > t1:
+            continue
+        ax.axvspan((on - sph_s - sop_s) / 3600, (on - sph_s) / 3600, color="tab:red", alpha=0.12, lw=0)
+        ax.axvspan((on - sph_s) / 3600, on / 3600, color="0.6", alpha=0.25, lw=0)
+        ax.axvline(on / 3600, color="k", lw=1.2)
+
+
+def plot_alarm_timelines(
+    oof: pd.DataFrame, leading: pd.DataFrame, sph_s: float, sop_s: float, max_recordings: int = 40
+) -> list[bytes]:
+    """Per test recording, as it was scored (whole, in time order, by the fold model that never saw it): the raw
+    and causally smoothed preictal probability, the fold's threshold, the alarms, every seizure onset, and the
+    SOP (red) and SPH (grey) before each onset.
 
     Args:
-        oof: Out-of-fold scored windows (``patient``, ``t_start_s``, ``score``, ``pred_label``, ``threshold``,
-            ``lead_seizure_id``).
-        leading: The label stage's leading seizures (``seizure_id``, ``t_onset_s`` on the patient timeline).
-        sph_s: Seizure prediction horizon (s): the gap between the warning period and the onset.
-        sop_s: Seizure occurrence period (s): the warning period, shaded.
+        oof: Scored test windows (``recording_id``, ``t_start_s``, ``t_end_s``, ``score``, ``threshold``; with
+            ``smoothed`` and ``alarm`` from the evaluate stage).
+        leading: The label stage's seizures (``t_onset_s`` on the patient timeline, ``timeline``).
+        sph_s: Seizure prediction horizon (s).
+        sop_s: Seizure occurrence period (s).
+        max_recordings: At most this many recordings are drawn, those with seizures first.
     """
+    order = oof.groupby("recording_id")["pred_label"].max().sort_values(ascending=False, kind="stable").index
     out = []
-    for patient, part in oof.groupby("patient"):
-        part = part.sort_values("t_start_s")
-        fig = Figure(figsize=(9, 2.4))
+    for rec in list(order)[:max_recordings]:
+        part = oof[oof["recording_id"] == rec].sort_values("t_end_s")
+        t = part["t_end_s"].to_numpy(dtype=float)
+        hours = t / 3600
+        fig = Figure(figsize=(9, 2.2))
         ax = fig.subplots()
-        hours = part["t_start_s"] / 3600
-        ax.scatter(hours, part["score"], s=2, c=np.where(part["pred_label"] == 1, "tab:red", "tab:blue"))
-        ax.plot(hours, part["threshold"], color="tab:orange", lw=0.8, label="fold threshold")
-        for _, sz in leading[leading["seizure_id"].isin(part["lead_seizure_id"])].iterrows():
-            ax.axvline(float(sz["t_onset_s"]) / 3600, color="k", lw=1)
-            ax.axvspan(
-                (sz["t_onset_s"] - sph_s - sop_s) / 3600, (sz["t_onset_s"] - sph_s) / 3600, color="tab:red", alpha=0.08
-            )
+        tl = str(part["timeline"].iloc[0]) if "timeline" in part else None
+        seizures = leading if tl is None else leading[leading["timeline"].astype(str) == tl]
+        _shade_seizures(ax, seizures, sph_s, sop_s, t[0], t[-1])
+        ax.scatter(hours, part["score"], s=1.5, color="tab:blue", alpha=0.35, label="window score")
+        if "smoothed" in part:  # NaN during each recording's warm-up (read back from csv as empty)
+            smoothed = pd.to_numeric(part["smoothed"], errors="coerce")
+            ax.plot(hours, smoothed, color="tab:blue", lw=1.0, label="smoothed (causal)")
+        ax.step(hours, part["threshold"], color="tab:orange", lw=0.9, where="post", label="fold threshold")
+        if "alarm" in part:
+            alarms = hours[part["alarm"].astype(str).isin(["True", "true", "1"]).to_numpy()]
+            ax.plot(alarms, np.full(alarms.shape, 0.97), "v", color="tab:red", ms=6, label="alarm")
         ax.set(
+            xlim=(hours[0], hours[-1]),
             ylim=(0, 1),
             xlabel="hours on the patient timeline",
             ylabel="p(preictal)",
-            title=f"{patient}: out-of-fold scores (red: preictal windows; shaded: SOP; black: onset)",
+            title=f"{rec}: alarms (red: SOP, grey: SPH before each onset, black: onset)",
         )
+        ax.legend(loc="upper left", fontsize=6, ncols=4)
         out.append(fig_to_png(fig))
     return out
 

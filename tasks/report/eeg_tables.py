@@ -23,17 +23,36 @@ def num(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def interval(ci: list[float] | None, digits: int = 3) -> str:
+    """A 95 % interval cell ``[low, high]``, ``n/a`` when undefined."""
+    return "n/a" if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def fallback_rows(section: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per fallback a task took (a one-class validation split: default threshold, no early stopping)."""
+    return [{"metric": "fallback", "value": note} for note in section.get("fallbacks", [])]
+
+
 def detection_rows(det: dict[str, Any]) -> list[dict[str, str]]:
     """Headline rows ``metric | value`` of the detection task (event and window level, and the threshold)."""
     w, e = det["window"], det["event"]
     return [
         {"metric": "event sensitivity", "value": num(e.get("sensitivity"))},
+        {
+            "metric": "event sensitivity 95 % CI (Clopper-Pearson)",
+            "value": f"{interval(e.get('sensitivity_ci95'))} of {num(e.get('n_true'))} seizures",
+        },
         {"metric": "event precision", "value": num(e.get("precision"))},
         {"metric": "event F1", "value": num(e.get("f1"))},
         {"metric": "false positives / 24 h", "value": num(e.get("fp_per_24h"), 2)},
+        {
+            "metric": "false positives / 24 h 95 % CI (Poisson)",
+            "value": f"{interval(e.get('fp_per_24h_ci95'), 2)} over {num(e.get('hours'), 1)} h",
+        },
         {"metric": "window ROC AUC", "value": num(w.get("roc_auc"))},
         {"metric": "window balanced accuracy", "value": num(w.get("balanced_accuracy"))},
         {"metric": "threshold (chosen on val)", "value": num(det.get("threshold"))},
+        *fallback_rows(det),
     ]
 
 
@@ -43,12 +62,34 @@ def prediction_rows(pred: dict[str, Any]) -> list[dict[str, str]]:
         return [{"metric": "feasible", "value": f"no: {pred.get('reason', '')}"}]
     return [
         {"metric": "sensitivity", "value": num(pred.get("sensitivity"))},
+        {
+            "metric": "sensitivity 95 % CI (Clopper-Pearson)",
+            "value": f"{interval(pred.get('sensitivity_ci95'))}: {num(pred.get('n_predicted'))} of "
+            f"{num(pred.get('n_seizures'))} seizures",
+        },
         {"metric": "false predictions / h", "value": num(pred.get("fpr_per_h"))},
+        {
+            "metric": "false predictions / h 95 % CI (Poisson)",
+            "value": f"{interval(pred.get('fpr_per_h_ci95'))}: {num(pred.get('n_false_alarms'))} false alarms in "
+            f"{num(pred.get('interictal_h'), 1)} interictal h",
+        },
         {"metric": "time in warning", "value": num(pred.get("time_in_warning"))},
+        {
+            "metric": "monitored",
+            "value": f"{num(pred.get('monitored_h'), 1)} h in {num(pred.get('n_recordings'))} recordings, "
+            "each scored once, whole, by a model that never saw it",
+        },
         {"metric": "window ROC AUC", "value": num(pred.get("roc_auc"))},
         {"metric": "p-value vs random predictor", "value": num(pred.get("p_value"), 4)},
+        {"metric": "p-value, seizure-time surrogates", "value": num(pred.get("p_value_surrogate"), 4)},
         {"metric": "random predictor sensitivity (α)", "value": num(pred.get("random_predictor_sensitivity"))},
         {"metric": "SOP / SPH (s)", "value": f"{pred.get('sop_s'):.0f} / {pred.get('sph_s'):.0f}"},
+        {"metric": "not counted for false alarms", "value": str(pred.get("excluded", "ictal time"))},
+        {
+            "metric": "shipped threshold",
+            "value": f"{num(pred.get('threshold'))}: {pred.get('threshold_provenance', '')}",
+        },
+        *fallback_rows(pred),
     ]
 
 
@@ -72,7 +113,9 @@ def per_patient_rows(section: dict[str, Any], kind: str) -> list[dict[str, str]]
                     "patient": patient,
                     "seizures": num(m.get("n_seizures")),
                     "sensitivity": num(m.get("sensitivity")),
+                    "sensitivity 95 % CI": interval(m.get("sensitivity_ci95")),
                     "FP/h": num(m.get("fpr_per_h")),
+                    "FP/h 95 % CI": interval(m.get("fpr_per_h_ci95")),
                     "time in warning": num(m.get("time_in_warning")),
                 }
             )

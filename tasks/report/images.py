@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import StageResult
 from tasks.compare import Comparison, regression_check
 from tasks.config import ReportConfig
+from tasks.quarantine import collect_quarantine
 from tasks.report.common import (
     ReportDoc,
     card_description,
@@ -39,6 +40,8 @@ from tasks.report.common import (
     write_json,
     write_lineage,
 )
+from tasks.report.compress import compress_metrics, compress_section, copy_models, read_compress
+from tasks.report.explain import explain_metrics, explain_section, publish_explain
 from tasks.report.plots import plot_confusion, plot_learning_curves, plot_roc, plot_worst
 from tasks.report.synthetic import USEFULNESS, synthetic_metrics, synthetic_section
 from tasks.rundir import RunContext, copy_file
@@ -50,18 +53,6 @@ HEADLINE_KEYS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "
 def _ok(stages: dict[str, StageResult], name: str) -> StageResult | None:
     st = stages.get(name)
     return st if st is not None and not st.error else None
-
-
-def collect_quarantine(stages: dict[str, StageResult]) -> pd.DataFrame:
-    """The inputs that ingest and quality left out, with the stage and the reason (``path, stage, reason``)."""
-    frames = []
-    for name in ("ingest", "quality"):
-        st = stages.get(name)
-        if st is not None and st.path and (st.dir / "quarantine.csv").is_file():
-            frames.append(pd.read_csv(st.dir / "quarantine.csv", dtype=str, keep_default_na=False))
-    if not frames:
-        return pd.DataFrame(columns=["path", "stage", "reason"])
-    return pd.concat(frames, ignore_index=True)
 
 
 def read_evaluation(stages: dict[str, StageResult]) -> dict[str, Any]:
@@ -105,6 +96,10 @@ def build_metrics(
             metrics["baseline"] = evaluation["baseline"]
             if note := baseline_beats_chosen(evaluation):
                 metrics["baseline_note"] = note
+    if explain := _ok(stages, "explain"):
+        metrics["explain"] = explain_metrics(explain)
+    if compress := _ok(stages, "compress"):
+        metrics["compress"] = compress_metrics(read_compress(compress))
     if usefulness := _ok(stages, USEFULNESS):
         metrics["synthetic"] = synthetic_metrics(usefulness, stages.get("synth"))
     if error:
@@ -167,6 +162,8 @@ def write_run_files(
         copy_file(augment.dir / "augment.json", run_dir / "augment.json")
     if train and evaluation:
         _write_model(run_dir, train, evaluation, threshold_metric)
+    if compress := _ok(stages, "compress"):
+        copy_models(compress, run_dir)
     return quarantine
 
 
@@ -336,6 +333,11 @@ def report_body(
         _training_section(doc, train)
     if "synthetic" in metrics:
         _synthetic_section(doc, metrics, stages["synth"])
+    if "explain" in metrics:
+        title, body, md = explain_section(stages["explain"], metrics["explain"])
+        doc.add(title, body, *md)
+    if metrics.get("compress"):
+        compress_section(doc, {"": metrics["compress"]})
     if augment := _ok(stages, "augment"):
         _augment_section(doc, augment)
     qrows = quarantine.to_dict("records")
@@ -404,6 +406,8 @@ def report_images_task(
     create_markdown_artifact("\n\n".join(doc.md), key=f"{key}-report", description=description)
     table = [{"metric": r["metric"], "model": r["model"], "baseline": r["baseline"]} for r in headline_rows(metrics)]
     create_table_artifact(table, key=f"{key}-metrics", description=description)
+    if explain := _ok(stages, "explain"):
+        publish_explain(explain, metrics, f"{key}-explain")
     publish_report_link(ctx.report_url, f"{ctx.flow}-{dataset}-report-link", description)
     logger.info("report: %s", description)
     return metrics

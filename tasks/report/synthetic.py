@@ -36,13 +36,24 @@ GAN_SUMMARY_KEYS = (
     "seconds",
 )
 
-SYNTHETIC_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
+SYNTHETIC_KEYS = (
+    "tstr_balanced_accuracy",
+    "gain_mean",
+    "gain_sd",
+    "c2st_accuracy",
+    "c2st_reference",
+    "nn_copy_rate",
+    "nn_copy_rate_raw",
+)
 _SYNTHETIC_MEANING = {
     "tstr_balanced_accuracy": "trained on synthetic only, tested on real (0.5 = no class information)",
     "gain_mean": "real + synthetic minus real only, mean over seeds (0.02 = two points)",
     "gain_sd": "standard deviation of that gain over seeds",
-    "c2st_accuracy": "real vs synthetic told apart by a classifier (0.5 = indistinguishable)",
-    "nn_copy_rate": "synthetic samples closer to a real training sample than real samples are to each other",
+    "c2st_accuracy": "real (train) vs synthetic told apart by a classifier, same class mix (0.5 = indistinguishable)",
+    "c2st_reference": "the same test on real validation vs real train samples: how far apart two real sets are",
+    "nn_copy_rate": "synthetic samples at most as close to a real training sample as the closest distinct real "
+    "pairs (1st percentile; threshold nn_copy_threshold)",
+    "nn_copy_rate_raw": "the same copy check on raw pixels / signal samples (threshold nn_copy_threshold_raw)",
 }
 
 
@@ -55,7 +66,7 @@ def synthetic_metrics(usefulness: StageResult, synth: StageResult | None) -> dic
 
 
 def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[str, str, list[str]]:
-    """HTML and markdown for the synthetic-data section: verdict, the five numbers, per-seed table and plot."""
+    """HTML and markdown for the synthetic-data section: verdict, the numbers, C2ST per class, per-seed table, plot."""
     rows = [{"measure": k, "value": fmt(synthetic.get(k)), "meaning": _SYNTHETIC_MEANING[k]} for k in SYNTHETIC_KEYS]
     rows.append(
         {
@@ -64,6 +75,10 @@ def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[
             "meaning": str(synthetic.get("feature_space", "")),
         }
     )
+    by_class = []  # the C2ST per class, synthetic vs train beside validation vs train
+    for name, values in (synthetic.get("c2st_by_class") or {}).items():
+        row = {"class": name, "n per side": (synthetic.get("c2st_per_class_n") or {}).get(name)}
+        by_class.append(row | {f"c2st {k}": fmt(v) for k, v in values.items()})
     seeds = [
         {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in synthetic.get("per_seed", [])
     ]
@@ -75,7 +90,8 @@ def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[
         "model's; the real-only model's are under synthetic.real_only in metrics.json.</p>"
     )
     gain = plot_gain(synthetic["per_seed"]) if synthetic.get("per_seed") else None
-    body = text + html_table(rows) + html_table(seeds) + img_tag(gain, "gain per seed") + extra_html
+    tables = html_table(rows) + (html_table(by_class) if by_class else "") + html_table(seeds)
+    body = text + tables + img_tag(gain, "gain per seed") + extra_html
     md = ["## Synthetic data", str(synthetic.get("verdict", "")), markdown_table(rows)]
     if gain:
         md.append(f"![gain]({png_data_uri(gain)})")

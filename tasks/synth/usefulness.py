@@ -7,9 +7,12 @@ functions so the tests can feed them hand-made point clouds.
 
 - :func:`c2st_accuracy`: a classifier two-sample test (Lopez-Paz & Oquab, 2017): cross-validated accuracy of a
   logistic regression telling real from synthetic; 0.5 means the two sets are indistinguishable in this space.
+  :func:`c2st_with_reference` runs it with the same class mix on both sides (a GAN's class mix is not the real
+  one) and beside a real-vs-real reference (validation vs train) on the same scale.
 - :func:`nn_copy_rate`: memorisation check. A synthetic sample is a likely copy when its nearest real training
-  sample is closer than the 1st percentile of real-to-real nearest-neighbour distances, i.e. closer than almost
-  any two distinct real samples are to each other.
+  sample is at most as far as the 1st percentile of the distances between distinct real samples (exact real
+  duplicates collapsed, so the threshold never drops to 0); :func:`synthetic_measures` runs it on the features
+  and on the raw pixels or signal samples.
 - :func:`frechet_distance`: the FID formula (Heusel et al., 2017) on vigil's own features, *not* comparable to
   published FIDs.
 - :func:`gain_summary`: the paired real-only vs real + synthetic comparison over seeds.
@@ -66,26 +69,137 @@ def c2st_accuracy(real: np.ndarray, synthetic: np.ndarray, seed: int, folds: int
     return float(np.mean(cross_val_score(clf, x, y, cv=cv, scoring="accuracy")))
 
 
+def _distinct(name: str, x: np.ndarray) -> np.ndarray:
+    distinct = np.unique(_as_2d(name, x), axis=0)
+    if len(distinct) < 2:
+        raise ValueError(f"{name}: the copy check needs at least 2 distinct real samples, got {len(distinct)}")
+    return distinct
+
+
 def nn_copy_rate(real: np.ndarray, synthetic: np.ndarray, percentile: float = 1.0) -> tuple[float, float]:
-    """Fraction of synthetic samples closer to a real training sample than real samples are to each other.
+    """Fraction of synthetic samples at most as far from a real training sample as the closest real pairs are.
+
+    The threshold is the ``percentile`` of the nearest-neighbour distances among the *distinct* real samples:
+    exact duplicates in the real set are collapsed first, because with 1 % of real rows duplicated the 1st
+    percentile would be 0 and no copy could ever be found. A synthetic sample counts as a likely copy when its
+    distance to the nearest real sample is ``<=`` the threshold, so an exact copy (distance 0) always counts.
 
     Args:
-        real: ``(n_real, d)`` embeddings of the GAN's real training samples (at least 2).
-        synthetic: ``(n_synth, d)`` embeddings of generated samples.
+        real: ``(n_real, d)`` features of the GAN's real training samples (at least 2 distinct).
+        synthetic: ``(n_synth, d)`` features of generated samples.
         percentile: Percentile (0-100) of the real-to-real nearest-neighbour distances used as the threshold.
 
     Returns:
         ``(rate, threshold)``: the fraction in [0, 1] and the Euclidean distance threshold.
     """
-    real = _as_2d("real", real)
+    distinct = _distinct("real", real)
     synthetic = _as_2d("synthetic", synthetic)
-    if len(real) < 2:
-        raise ValueError(f"nn_copy_rate needs at least 2 real samples, got {len(real)}")
-    nn = NearestNeighbors(n_neighbors=2).fit(real)
-    rr, _ = nn.kneighbors(real)  # column 0 is the sample itself
+    nn = NearestNeighbors(n_neighbors=2).fit(distinct)
+    rr, _ = nn.kneighbors(distinct)  # column 0 is the sample itself; column 1 > 0 as the rows are distinct
     threshold = float(np.percentile(rr[:, 1], percentile))
     sr, _ = nn.kneighbors(synthetic, n_neighbors=1)
-    return float(np.mean(sr[:, 0] < threshold)), threshold
+    return float(np.mean(sr[:, 0] <= threshold)), threshold
+
+
+def copy_check(real: np.ndarray, synthetic: np.ndarray, percentile: float = 1.0) -> dict[str, Any]:
+    """:func:`nn_copy_rate` with what a reader needs to trust it: the rule, the threshold, the real set's exact
+    duplicates (collapsed before the threshold) and the synthetic samples that are exact copies of a real one."""
+    real = _as_2d("real", real)
+    synthetic = _as_2d("synthetic", synthetic)
+    rate, threshold = nn_copy_rate(real, synthetic, percentile)
+    distinct = np.unique(real, axis=0)
+    nearest, _ = NearestNeighbors(n_neighbors=1).fit(distinct).kneighbors(synthetic)
+    return {
+        "rate": rate,
+        "threshold": threshold,
+        "rule": f"nearest real distance <= the {percentile:g}th percentile of distinct real-to-real distances",
+        "real_exact_duplicates": int(len(real) - len(distinct)),
+        "synthetic_exact_copies": int(np.sum(nearest[:, 0] == 0.0)),
+    }
+
+
+# ------------------------------------------------------------------------------------- C2ST with a matched class mix
+def matched_counts(*label_sets: np.ndarray, minimum: int = 2) -> dict[int, int]:
+    """Per class, the smallest count over the label sets; classes with fewer than ``minimum`` in any set are left out.
+
+    Drawing these many samples of each class from every set gives all sets the same class mix, so a two-sample
+    test cannot separate them by class alone (an EEG GAN makes equal numbers per class while real windows are
+    ~3 % ictal: identical class-conditional distributions would still score 0.60-0.64 unmatched).
+    """
+    sets = [np.asarray(y, dtype=np.int64) for y in label_sets]
+    classes = sorted(set.intersection(*(set(np.unique(y).tolist()) for y in sets))) if sets else []
+    counts = {c: min(int(np.sum(y == c)) for y in sets) for c in classes}
+    return {c: n for c, n in counts.items() if n >= minimum}
+
+
+def _draw(x: np.ndarray, y: np.ndarray, counts: dict[int, int], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """``counts[c]`` rows of each class ``c``, drawn without replacement: ``(x, y)``."""
+    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c, n in counts.items()])
+    return x[idx], y[idx]
+
+
+def c2st_matched(
+    a: np.ndarray, a_labels: np.ndarray, b: np.ndarray, b_labels: np.ndarray, counts: dict[int, int], seed: int
+) -> tuple[float, dict[int, float]]:
+    """C2ST of ``a`` vs ``b`` with ``counts[c]`` samples of class ``c`` from each: overall and per class.
+
+    Returns:
+        ``(accuracy, {class: accuracy})``; 0.5 = indistinguishable.
+    """
+    rng = np.random.default_rng(seed)
+    xa, ya = _draw(_as_2d("a", a), np.asarray(a_labels), counts, rng)
+    xb, yb = _draw(_as_2d("b", b), np.asarray(b_labels), counts, rng)
+    overall = c2st_accuracy(xa, xb, seed=seed)
+    return overall, {c: c2st_accuracy(xa[ya == c], xb[yb == c], seed=seed) for c in counts}
+
+
+def c2st_with_reference(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    synthetic: tuple[np.ndarray, np.ndarray],
+    class_names: list[str] | tuple[str, ...],
+    seed: int,
+) -> dict[str, Any]:
+    """Real (the GAN's training samples) vs synthetic, beside real vs real (validation vs train), on one scale.
+
+    Both tests draw the same number of samples of each class (:func:`matched_counts` over the three sets), so the
+    class mix cannot be told apart and the two accuracies differ only by what separates the sets; a class the
+    validation samples lack is tested against the synthetic ones alone (``c2st_reference_classes`` lists the
+    classes the reference covers). The reference
+    says how far apart two *real* sets are in this feature space: recording or patient shift, and the embedder's
+    memory of its own training samples (the features come from a classifier trained on the train split, so train
+    samples sit where it fit them). A synthetic C2ST near the reference is as real as another real split.
+
+    Args:
+        train: ``(features, labels)`` of the real training samples.
+        val: ``(features, labels)`` of the real validation samples (may be empty: no reference then).
+        synthetic: ``(features, labels)`` of the generated samples.
+        class_names: Names of the label values, for the per-class entries.
+        seed: Seeds the draws and the folds.
+
+    Returns:
+        ``c2st_accuracy``, ``c2st_reference`` (None without two validation samples of a shared class),
+        ``c2st_by_class`` (per class name: ``synthetic`` and ``reference``), ``c2st_per_class_n`` and
+        ``c2st_reference_classes``.
+    """
+    (ft, yt), (fv, yv), (fs, ys) = train, val, synthetic
+    shared = matched_counts(yt, yv, ys) if len(yv) else {}
+    # a class the validation split lacks (EEG validation recordings without a seizure) is still tested, without
+    # a reference of its own
+    counts = shared | {c: n for c, n in matched_counts(yt, ys).items() if c not in shared}
+    if not counts:
+        raise ValueError("c2st needs at least 2 real and 2 synthetic samples of one class")
+    reference, ref_by = c2st_matched(fv, yv, ft, yt, shared, seed) if shared else (None, {})
+    accuracy, by_class = c2st_matched(fs, ys, ft, yt, counts, seed)
+    return {
+        "c2st_accuracy": accuracy,
+        "c2st_reference": reference,
+        "c2st_by_class": {
+            class_names[c]: {"synthetic": by_class[c], "reference": ref_by.get(c)} for c in sorted(counts)
+        },
+        "c2st_per_class_n": {class_names[c]: n for c, n in sorted(counts.items())},
+        "c2st_reference_classes": [class_names[c] for c in sorted(shared)],
+    }
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,12 +265,36 @@ def paired_gain(score: Callable[[int, bool], float], seeds: list[int]) -> dict[s
     return gain_summary(real_only, with_synthetic, seeds)
 
 
-def embedding_measures(real: np.ndarray, synthetic: np.ndarray, seed: int) -> dict[str, float]:
-    """C2ST accuracy, copy rate (and its threshold) and Fréchet distance of two embedding sets, metrics.json names."""
-    copy_rate, copy_threshold = nn_copy_rate(real, synthetic)
+def synthetic_measures(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    synthetic: tuple[np.ndarray, np.ndarray],
+    raw: tuple[np.ndarray, np.ndarray],
+    class_names: list[str] | tuple[str, ...],
+    seed: int,
+) -> dict[str, Any]:
+    """Every distribution measure of the synthetic samples, under their metrics.json names.
+
+    Args:
+        train: ``(features, labels)`` of the GAN's real training samples, in the real-only classifier's space.
+        val: ``(features, labels)`` of real validation samples, same space (the C2ST reference).
+        synthetic: ``(features, labels)`` of the generated samples, same space.
+        raw: ``(real, synthetic)`` inputs flattened to ``(n, d)`` (pixels, signal samples): the copy check again
+            where no learned feature can hide a copy.
+        class_names: Names of the label values.
+        seed: Seeds every draw.
+    """
+    feats = copy_check(train[0], synthetic[0])
+    pixels = copy_check(raw[0], raw[1])
     return {
-        "c2st_accuracy": c2st_accuracy(real, synthetic, seed=seed),
-        "nn_copy_rate": copy_rate,
-        "nn_copy_threshold": copy_threshold,
-        "frechet_distance_vigil_features": frechet_distance(real, synthetic),
+        **c2st_with_reference(train, val, synthetic, class_names, seed),
+        "nn_copy_rate": feats["rate"],
+        "nn_copy_threshold": feats["threshold"],
+        "nn_copy_rule": feats["rule"],
+        "real_exact_duplicates": feats["real_exact_duplicates"],
+        "synthetic_exact_copies": feats["synthetic_exact_copies"],
+        "nn_copy_rate_raw": pixels["rate"],
+        "nn_copy_threshold_raw": pixels["threshold"],
+        "synthetic_exact_copies_raw": pixels["synthetic_exact_copies"],
+        "frechet_distance_vigil_features": frechet_distance(train[0], synthetic[0]),
     }

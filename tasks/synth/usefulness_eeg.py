@@ -3,8 +3,11 @@
 The same four measurements as for images (:mod:`tasks.synth.usefulness_images`): the paired real-only vs
 real + synthetic gain over seeds (test window balanced accuracy, threshold chosen on the validation recordings),
 train-on-synthetic / test-on-real, and a classifier two-sample test, copy rate and Fréchet distance in the
-feature space of the real-only detector. Every arm is a detection training in the train stage's cache, so the arm
-with the run's seed and recipe is the headline training and a real-only arm reuses earlier runs.
+feature space of the real-only detector. The GAN makes equal numbers of ictal and interictal windows while real
+training windows are a few per cent ictal, so the C2ST draws the same number per class on both sides and is read
+beside a real-vs-real reference (validation vs training recordings); the copy check runs again on the signals.
+Every arm is a detection training in the train stage's cache, so the arm with the run's seed and recipe is the
+headline training and a real-only arm reuses earlier runs.
 
 The experiment belongs to the synth stage (it judges the synth stage's output) but runs after training and
 evaluation: it takes the headline recipe from the detection training's record, the window step from the label
@@ -31,13 +34,13 @@ from tasks.config import EegSynthConfig, EegTrainConfig
 from tasks.detection_scoring import evaluate_detection
 from tasks.eeg_windows import detection_training_windows, load_windows, read_synthetic, read_windows
 from tasks.rundir import RunContext
-from tasks.synth.usefulness import embedding_measures, paired_gain
+from tasks.synth.usefulness import paired_gain, synthetic_measures
 from tasks.window_classifier import detection_arm, detection_synthetic, embed_windows
 
 #: Real windows embedded for the C2ST / copy check (a seeded sample; enough for stable nearest neighbours).
 MAX_EMBED_WINDOWS = 2000
 #: The measurements the stage record's summary carries (synthetic.json has them all).
-SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
+SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "c2st_reference", "nn_copy_rate")
 
 
 @dataclass
@@ -96,18 +99,43 @@ class _Arms:
         return report
 
 
-def _features(
+def _sample(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """At most ``MAX_EMBED_WINDOWS`` rows, a seeded sample in table order."""
+    if len(frame) <= MAX_EMBED_WINDOWS:
+        return frame
+    return frame.sample(n=MAX_EMBED_WINDOWS, random_state=seed).sort_index()
+
+
+def _distribution_measures(
     arms: _Arms, headline: EegTrainConfig, synth: StageResult, weights: Path, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of a seeded sample of the real detection training windows and of every synthetic window, by the
-    real-only detector ``weights``; also the synthetic array (for its size)."""
-    pool = detection_training_windows(arms.windows)
-    if len(pool) > MAX_EMBED_WINDOWS:
-        pool = pool.sample(n=MAX_EMBED_WINDOWS, random_state=seed).sort_index()
+) -> tuple[dict[str, Any], int]:
+    """C2ST with its real-vs-real reference, copy checks in feature and signal space, Fréchet distance; and the
+    number of synthetic windows.
+
+    Real windows: a seeded sample of the detection training windows (the GAN's pool) and of the validation
+    recordings' clean windows (the reference), embedded by the real-only detector ``weights``; the C2ST compares
+    each class with the same number of windows on both sides (:func:`tasks.synth.usefulness.c2st_with_reference`).
+    """
+    train = _sample(detection_training_windows(arms.windows), seed)
+    val_all = arms.windows[arms.windows["split"] == "val"]
+    val = _sample(val_all[(val_all["ictal"] == 1) | (val_all["seizure_id"].astype(str) == "")], seed)
     n_samples = int(arms.label.summary["window_samples"])
-    real_x = load_windows(pool, arms.ingest.dir / "signals", n_samples, headline.normalize)
-    synth_x, _ = read_synthetic(synth.dir)
-    return embed_windows(weights, real_x), embed_windows(weights, np.asarray(synth_x)), synth_x
+    signals = arms.ingest.dir / "signals"
+    real_x = load_windows(train, signals, n_samples, headline.normalize)
+    val_x = load_windows(val, signals, n_samples, headline.normalize) if len(val) else None
+    synth_x, manifest = read_synthetic(synth.dir)
+    synth_x = np.asarray(synth_x)
+    f_train, f_synth = embed_windows(weights, real_x), embed_windows(weights, synth_x)
+    f_val = embed_windows(weights, val_x) if val_x is not None else np.zeros((0, f_train.shape[1]))
+    measures = synthetic_measures(
+        (f_train, train["ictal"].to_numpy().astype(np.int64)),
+        (f_val, val["ictal"].to_numpy().astype(np.int64)),
+        (f_synth, manifest["label"].to_numpy().astype(np.int64)),
+        (real_x.reshape(len(real_x), -1), synth_x.reshape(len(synth_x), -1)),
+        ("interictal", "ictal"),
+        seed,
+    )
+    return measures, int(len(synth_x))
 
 
 def _measure_usefulness(
@@ -130,18 +158,18 @@ def _measure_usefulness(
     gain = paired_gain(gain_arm, [seed + i for i in range(cfg.seeds)])
     tstr = arms.score(arms.train(recipe, seed, "tstr", synthetic=every, synthetic_key=every_key, synthetic_only=True))
     arms.logger.info("synth-usefulness: embedding real and synthetic windows with the real-only detector")
-    f_real, f_synth, synth_x = _features(arms, headline, synth, real_main.dir / "weights.pt", seed)
+    measures, n_generated = _distribution_measures(arms, headline, synth, real_main.dir / "weights.pt", seed)
     return {
         "task": "detection",
         "score": "test window balanced accuracy (threshold chosen on the validation recordings)",
         "tstr_balanced_accuracy": tstr["window"]["balanced_accuracy"],
         **gain,
-        **embedding_measures(f_real, f_synth, seed),
+        **measures,
         "feature_space": f"pre-logit features of the real-only {headline.model} detector (not a public model)",
         "gain_recipe": {"epochs": recipe.epochs, "model": recipe.model},
         "ratio": cfg.ratio,
         "classes": cfg.classes,
-        "n_generated": int(len(synth_x)),
+        "n_generated": n_generated,
         "n_added": int(len(added)),
         "arms": arms.done,
         "real_only": {"detection": real_only},

@@ -9,7 +9,9 @@ Four measurements, all reported under ``synthetic.*`` in metrics.json:
 - **TSTR** (train on synthetic, test on real; Esteban et al., 2017): the classifier trained on synthetic images
   only, validated and tested on real ones — how much class information the samples carry;
 - **C2ST** and **copy rate** in the feature space of the real-only classifier (one that never saw a synthetic
-  image, so it has not learned to tell them apart): see :mod:`tasks.synth.usefulness`;
+  image, so it has not learned to tell them apart): see :mod:`tasks.synth.usefulness`. That classifier was
+  trained on the very images the GAN learned from, so the C2ST is printed beside a real-vs-real reference
+  (validation vs train images, same class mix, same size); the copy check runs again on the pixels;
 - a Fréchet distance in the same feature space (vigil's features, not Inception's: not comparable to FIDs).
 
 The comparison may use a cheaper recipe than the headline training (``synth.gain_epochs``,
@@ -37,14 +39,15 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import SynthConfig, TrainConfig
 from tasks.image_classifier import embed_images
+from tasks.image_io import load_image
 from tasks.image_scoring import evaluate_classifier
 from tasks.image_training import synthetic_selection, train_arm
 from tasks.rundir import RunContext
-from tasks.synth.usefulness import embedding_measures, paired_gain
+from tasks.synth.usefulness import paired_gain, synthetic_measures
 from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
 
 #: The measurements the stage record's summary carries (synthetic.json has them all).
-SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "nn_copy_rate")
+SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy", "c2st_reference", "nn_copy_rate")
 
 
 def gain_recipe(headline: TrainConfig, cfg: SynthConfig) -> TrainConfig:
@@ -96,6 +99,38 @@ class _Arms:
         return test
 
 
+def _pixels(paths: list[str], size: int, channels: int) -> np.ndarray:
+    """Images as flat ``(N, size * size * channels)`` rows in [0, 1]: the copy check's pixel space."""
+    return np.stack([load_image(p, size, channels).reshape(-1) for p in paths]).astype(np.float32)
+
+
+def _distribution_measures(
+    arms: _Arms, weights: Path, real_train: pd.DataFrame, manifest: pd.DataFrame, synth: StageResult, seed: int
+) -> dict[str, Any]:
+    """C2ST with its real-vs-real reference, copy checks in feature and pixel space, Fréchet distance.
+
+    The embedder (the real-only classifier) was trained on ``real_train``, so the C2ST against those images is
+    read beside the same test of validation vs train images (:func:`tasks.synth.usefulness.c2st_with_reference`).
+    """
+    real_val = arms.table[(arms.table["split"] == "val") & ~arms.table["synthetic"].astype(str).isin(("True", "1"))]
+    f_train = embed_images(weights, real_train["path"].tolist())
+    f_val = embed_images(weights, real_val["path"].tolist()) if len(real_val) else np.zeros((0, f_train.shape[1]))
+    f_synth = embed_images(weights, manifest["path"].tolist())
+    size = int(synth.summary.get("image_size") or 32)
+    channels = 1 if "grey" not in arms.table or arms.table["grey"].astype(str).isin(("True", "1")).all() else 3
+    raw = (_pixels(real_train["path"].tolist(), size, channels), _pixels(manifest["path"].tolist(), size, channels))
+    labels = {name: frame["label"].to_numpy().astype(np.int64) for name, frame in
+              (("train", real_train), ("val", real_val), ("synth", manifest))}  # fmt: skip
+    return synthetic_measures(
+        (f_train, labels["train"]),
+        (f_val, labels["val"]),
+        (f_synth, labels["synth"]),
+        raw,
+        arms.label.summary["class_names"],
+        seed,
+    )
+
+
 def _measure_usefulness(
     arms: _Arms, cfg: SynthConfig, headline: TrainConfig, synth: StageResult, seed: int
 ) -> dict[str, Any]:
@@ -120,14 +155,12 @@ def _measure_usefulness(
     tstr_key = {"key": synth.key, "classes": "all", "weight": 1.0}
     tstr = arms.score(arms.train(recipe, seed, "tstr", synthetic=all_rows, synthetic_key=tstr_key, synthetic_only=True))
     arms.logger.info("synth-usefulness: embedding real and synthetic images with the real-only model")
-    weights = real_main.dir / "weights.pt"
-    f_real = embed_images(weights, real_train["path"].tolist())
-    f_synth = embed_images(weights, manifest["path"].tolist())
+    measures = _distribution_measures(arms, real_main.dir / "weights.pt", real_train, manifest, synth, seed)
     return {
         "tstr_balanced_accuracy": tstr["balanced_accuracy"],
         "tstr_accuracy": tstr["accuracy"],
         **gain,
-        **embedding_measures(f_real, f_synth, seed),
+        **measures,
         "feature_space": f"pre-logit features of the real-only {headline.model} (not Inception)",
         "gain_recipe": {"epochs": recipe.epochs, "image_size": recipe.image_size, "model": recipe.model},
         "ratio": cfg.ratio,

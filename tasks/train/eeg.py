@@ -17,7 +17,7 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cache import StageCache, StageResult, run_stage, stage_key
+from tasks.cache import StageCache, StageError, StageResult, run_stage, stage_key
 from tasks.config import EegTrainConfig
 from tasks.eeg_augmentation import EEGAugment, eeg_augment_from_record
 from tasks.eeg_windows import FOLD_UNUSED
@@ -50,8 +50,25 @@ def train_detection_task(
     return detection_arm(cfg, **records, seed=ctx.seed, synthetic=windows, synthetic_key=key)
 
 
+def _fold_parts(windows: pd.DataFrame, folds: list[int], i: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Training windows (labelled, outside the test and validation folds), validation fold and test fold of the
+    i-th fold. With fewer than 3 folds there is no fold to spare for validation: the training fold itself then
+    serves as validation (early stopping off, threshold chosen on training data; the fold's summary says so)."""
+    k = folds[i]
+    labelled = windows[windows["pred_label"] >= 0]
+    test = windows[windows["fold"] == k]
+    if len(folds) >= 3:
+        val_fold = folds[(i + 1) % len(folds)]
+        val = windows[windows["fold"] == val_fold]
+        train = labelled[~labelled["fold"].isin([k, val_fold])]
+    else:
+        train = labelled[labelled["fold"] != k]
+        val = windows[windows["fold"].isin([f for f in folds if f != k])]
+    return train, val, test
+
+
 def cross_validate_prediction(
-    usable: pd.DataFrame,
+    windows: pd.DataFrame,
     signals_dir: Path,
     window_samples: int,
     n_chans: int,
@@ -61,37 +78,45 @@ def cross_validate_prediction(
     seed: int,
     checkpoints: Path,
     on_fold_end: Callable[[int, int, int, int], None] | None = None,
-) -> tuple[pd.DataFrame, list[int]]:
-    """Leave-one-seizure-out scores: per test fold ``k``, train on the other folds with the next fold held out for
-    early stopping (and, later, the fold's threshold), then score fold ``k`` (``role="test"``) and the held-out
-    fold (``role="val"``).
+) -> tuple[pd.DataFrame, list[int], list[str]]:
+    """Leave-one-seizure-out scores of whole recordings: per test fold ``k``, train on the labelled windows of the
+    other folds with the next fold held out, then score **every** window of fold ``k``'s recordings
+    (``role="test"``) and of the held-out fold's (``role="val"``, for early stopping on its labelled windows and
+    for the fold's threshold, which the evaluation chooses on the smoothed stream of those recordings).
 
     Args:
-        usable: Labelled windows with a fold (``pred_label >= 0``, ``fold != FOLD_UNUSED``).
+        windows: Every window with a fold (:func:`tasks.label.splits.prediction_folds`), labelled or not.
         signals_dir: The ingest stage's ``signals`` folder.
         window_samples: Samples per window.
         n_chans: Channels per window.
         sfreq: Sampling rate in Hz.
-        cfg: The train section.
+        cfg: The train section (``normalize_prediction`` is the normalisation).
         augment: The augmentation pipeline.
         seed: Fold ``k`` trains with ``seed + k``.
         checkpoints: Folder of the per-fold checkpoint folders.
         on_fold_end: Called with ``(i, n_folds, k, best_epoch)`` after the i-th fold (1-based).
 
     Returns:
-        ``window_id, fold, role, score`` rows, and every fold's best epoch in fold order.
+        ``window_id, fold, role, score`` rows, every fold's best epoch in fold order, and the fallbacks taken
+        (one sentence each).
     """
-    folds = sorted(int(f) for f in usable["fold"].unique() if f >= 0)
+    folds = sorted(int(f) for f in windows["fold"].unique() if f >= 0)
     rows = []
     best_epochs = []
+    notes: list[str] = []
+    if len(folds) < 3:
+        notes.append(
+            f"only {len(folds)} prediction folds: no fold left for validation, so each fold's threshold was chosen "
+            "on its training fold and early stopping was off"
+        )
     for i, k in enumerate(folds):
-        val_fold = folds[(i + 1) % len(folds)]
-        test = usable[usable["fold"] == k]
-        val = usable[usable["fold"] == val_fold]
-        train = usable[~usable["fold"].isin([k, val_fold])]
+        train, val, test = _fold_parts(windows, folds, i)
+        val_labelled = val[val["pred_label"] >= 0] if len(folds) >= 3 else None
+        if val_labelled is not None and val_labelled["pred_label"].nunique() < 2:
+            notes.append(f"fold {k}: its validation fold has one class; early stopping was off")
         fitted = train_window_model(
             train,
-            val,
+            val_labelled,
             signals_dir,
             window_samples,
             n_chans,
@@ -101,14 +126,17 @@ def cross_validate_prediction(
             augment,
             seed + k,
             checkpoint_dir=checkpoints / f"prediction-fold{k}",
+            normalize=cfg.normalize_prediction,
         )
         best_epochs.append(fitted.result.best_epoch)
         for role, part in (("test", test), ("val", val)):
-            score = predict_windows(fitted.model, part, signals_dir, window_samples, cfg, "pred_label")
+            score = predict_windows(
+                fitted.model, part, signals_dir, window_samples, cfg, "pred_label", cfg.normalize_prediction, sfreq
+            )
             rows.append(pd.DataFrame({"window_id": part["window_id"], "fold": k, "role": role, "score": score}))
         if on_fold_end is not None:
             on_fold_end(i + 1, len(folds), k, fitted.result.best_epoch)
-    return pd.concat(rows), best_epochs
+    return pd.concat(rows), best_epochs, notes
 
 
 @task(name="train-prediction", cache_policy=NO_CACHE)
@@ -128,12 +156,21 @@ def train_prediction_task(
         windows, n_samples, sfreq = label_context(label)
         signals = ingest.dir / "signals"
         n_chans = len(ingest.summary["channels"])
-        usable = windows[(windows["pred_label"] >= 0) & (windows["fold"] != FOLD_UNUSED)]
+        scored = windows[windows["fold"] != FOLD_UNUSED]
+        usable = scored[scored["pred_label"] >= 0]
+        n_folds = int(scored["fold"].nunique())
+        if n_folds < 2:
+            raise StageError(
+                f"prediction has {n_folds} fold of whole recordings: the qualifying seizures share their recordings, "
+                "and leave-one-seizure-out needs two folds; add recordings or set label.scheme=lopo"
+            )
         pipeline = eeg_augment_from_record(augment, sfreq)
         checkpoints = Path(ctx.run_dir) / "checkpoints"
-        fold_predictions, best_epochs = cross_validate_prediction(
-            usable, signals, n_samples, n_chans, sfreq, cfg, pipeline, ctx.seed, checkpoints, log_fold
+        fold_predictions, best_epochs, notes = cross_validate_prediction(
+            scored, signals, n_samples, n_chans, sfreq, cfg, pipeline, ctx.seed, checkpoints, log_fold
         )
+        for note in notes:
+            logger.warning("train prediction: %s", note)
         fold_predictions.to_csv(out / "fold_predictions.csv", index=False)
         epochs = max(1, int(np.median(best_epochs)))
         final = train_window_model(
@@ -149,6 +186,7 @@ def train_prediction_task(
             ctx.seed,
             epochs=epochs,
             checkpoint_dir=checkpoints / "prediction-final",
+            normalize=cfg.normalize_prediction,
         )
         torch.save(model_record(final, "prediction", ingest, label, cfg), out / "weights.pt")
         return {
@@ -156,6 +194,8 @@ def train_prediction_task(
             "final_epochs": epochs,
             "fold_best_epochs": best_epochs,
             "device": final.result.device,
+            "normalize": cfg.normalize_prediction,
+            "fallbacks": notes,
         }
 
     result = run_stage(StageCache(ctx.cache_root), "train", key, build, ctx.refreshes("train"))

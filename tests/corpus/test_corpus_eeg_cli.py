@@ -282,8 +282,8 @@ CLI_CASES = {
                      "--set train.epochs=[1,: not valid YAML (expected the node content, but found '<stream end>' at "
                      "column 4); close the value's brackets or quotes, or quote it whole to pass it as text"),
     "set-unknown-key": (["--set", "x=[1,"],
-                        "--set x: unknown key 'x' under the top level; known keys: augment, evaluate, ingest, label, "
-                        "profile, report, runner, seed, synth, task, train"),
+                        "--set x: unknown key 'x' under the top level; known keys: augment, compress, evaluate, "
+                        "explain, ingest, label, profile, report, runner, seed, synth, task, train"),
     "set-out-of-range": (["--set", "train.epochs=0"],
                          "config: train.epochs: Input should be greater than or equal to 1 (got 0)"),
     "config-folder": (["--config", "{tmp}/folder/"],

@@ -6,6 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -91,13 +93,22 @@ def test_no_negative_class_stops_with_one_sentence(prefect_harness, tmp_path, mo
 
 
 def test_nothing_usable_stops_with_one_sentence(prefect_harness, tmp_path, monkeypatch) -> None:
+    """Every image left out (issue #12): the sentence names the most common reason and the setting that changes
+    it, and quarantine.csv lists every file, also when ingest itself is left with nothing (a manifest)."""
     root = tmp_path / "parts"
     for cls in ("good", "crack"):
         (root / cls).mkdir(parents=True)
         (root / cls / "a.png").write_bytes(b"")
+        for i in range(2):
+            cv2.imwrite(str(root / cls / f"tiny{i}.png"), np.full((4, 6), 40 * i + 9, np.uint8))
     state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root}"])
     assert state.is_failed() and "no usable images" in state.message
-    assert len(pd.read_csv(run_dir / "quarantine.csv")) == 2
+    assert "(4 of 6)" in state.message and "quality.min_side_px" in state.message
+    assert len(pd.read_csv(run_dir / "quarantine.csv")) == 6
+    (root / "gone.csv").write_text("path,label\n" + "".join(f"nope/{i}.png,good\n" for i in range(3)))
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", [f"ingest.path={root / 'gone.csv'}"])
+    assert state.is_failed() and "(3 of 3)" in state.message and "file not found" in state.message
+    assert pd.read_csv(run_dir / "quarantine.csv")["reason"].str.startswith("file not found").sum() == 3
 
 
 def test_same_seed_same_metrics_and_cache_reuse(prefect_harness, tmp_path, monkeypatch) -> None:
@@ -120,6 +131,8 @@ def test_same_seed_same_metrics_and_cache_reuse(prefect_harness, tmp_path, monke
         "augment": True,
         "train": False,
         "evaluate": False,
+        "explain": False,
+        "compress": False,
     }
 
 
@@ -130,6 +143,25 @@ def test_elpv_test_profile(prefect_harness, tmp_path, monkeypatch) -> None:
     assert metrics["dataset"] == "elpv"
     assert set(metrics["test"]["by_group"]) == {"mono", "poly"}
     assert set(metrics["baseline"]["by_group"]) == {"mono", "poly"}
+    # the explain stage (issue #13): both checks' numbers, the overlays in the report and their own artifact
+    explain = metrics["explain"]
+    assert explain["n_images"] == 8 and explain["gradcam_layer"] and explain["randomised_layers"]
+    assert -1.0 <= explain["randomisation_rank_corr"] <= 1.0
+    assert 0.0 <= explain["deletion_auc"] <= 1.0 and 0.0 <= explain["deletion_auc_random"] <= 1.0
+    assert metrics["timing_s"]["explain"] > 0
+    html = (run_dir / "report.html").read_text()
+    assert "Explanations (Grad-CAM, LIME)" in html and "alt='overlays'" in html
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts() -> list:
+        async with get_client() as client:
+            keys = ["defect-detection-elpv-explain"]
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+
+    found = asyncio.run(artifacts())
+    assert found and "randomisation rank corr" in found[0].description
 
 
 def test_a_run_made_worse_on_purpose_is_flagged(prefect_harness, tmp_path, monkeypatch) -> None:
@@ -181,8 +213,9 @@ def test_synth_on_measures_usefulness_and_reuses_the_real_only_training(prefect_
     assert state.is_completed(), state.message
     metrics = json.loads((run_dir / "metrics.json").read_text())
     syn = metrics["synthetic"]
-    for key in ("tstr_balanced_accuracy", "c2st_accuracy", "nn_copy_rate"):
+    for key in ("tstr_balanced_accuracy", "c2st_accuracy", "c2st_reference", "nn_copy_rate", "nn_copy_rate_raw"):
         assert 0.0 <= syn[key] <= 1.0, key
+    assert syn["nn_copy_threshold"] > 0 and syn["nn_copy_threshold_raw"] > 0 and syn["c2st_by_class"]
     assert -1.0 <= syn["gain_mean"] <= 1.0 and syn["gain_sd"] >= 0.0
     assert [r["seed"] for r in syn["per_seed"]] == [0, 1, 2]
     # the real-only arm is the plain run's training, reused from the cache, and scores what that run scored

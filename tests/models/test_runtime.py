@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +15,24 @@ from torch import nn
 
 from models.runtime import (
     CHECKPOINT_NAME,
+    CpuSample,
+    LoadAwareThreads,
     architecture_hash,
     bf16_autocast,
     checkpoint_path,
     cpu_bf16_native,
+    cpu_sample,
     cpu_state_dict,
     load_checkpoint,
     model_device,
+    others_busy_cores,
     rng_state,
     save_atomic,
     select_device,
     set_rng_state,
+    threads_for_load,
     to_device,
+    usable_cores,
 )
 
 
@@ -120,3 +129,42 @@ def test_load_checkpoint_names_what_differs(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read the checkpoint"):
         load_checkpoint(tmp_path / "bad.pt", fingerprint, 1)
+
+
+def test_threads_for_load_leaves_busy_cores_to_their_owners() -> None:
+    assert threads_for_load(0.0, cores=2, cap=2) == 2
+    assert threads_for_load(0.3, cores=2, cap=2) == 2  # background noise takes no core
+    assert threads_for_load(1.0, cores=2, cap=2) == 1  # one busy process: one thread
+    assert threads_for_load(2.7, cores=2, cap=2) == 1  # never fewer than one
+    assert threads_for_load(1.0, cores=16, cap=8) == 8  # never more than torch's own default
+
+
+def test_others_busy_cores_subtracts_this_process() -> None:
+    before = CpuSample(busy_s=10.0, self_s=5.0, wall_s=100.0)
+    after = CpuSample(busy_s=13.0, self_s=6.0, wall_s=101.0)  # 3 core-seconds busy in 1 s, 1 of them ours
+    assert others_busy_cores(before, after) == pytest.approx(2.0)
+    assert others_busy_cores(after, after) == 0.0
+
+
+def test_load_aware_threads_measure_a_busy_process_and_restore_the_count() -> None:
+    sample = cpu_sample()
+    assert sample is not None and sample.busy_s > 0 and usable_cores() >= 1
+    previous = torch.get_num_threads()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        threads = LoadAwareThreads(None)
+        before = cpu_sample()
+        time.sleep(0.4)
+        assert others_busy_cores(before, cpu_sample()) > 0.6  # the spinning process shows
+        chosen = threads.start()
+        assert chosen <= max(1, usable_cores() - 1) and torch.get_num_threads() == chosen
+    finally:
+        busy.kill()
+        busy.wait()
+    threads.restore()
+    assert torch.get_num_threads() == previous
+    fixed = LoadAwareThreads(1)
+    assert fixed.start() == 1 and fixed.recheck() == 1 and fixed.chosen == [1, 1]
+    fixed.restore()
+    assert torch.get_num_threads() == previous

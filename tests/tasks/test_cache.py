@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,27 @@ def test_marker_is_replaced_atomically(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(cache_mod.os, "replace", recording_replace)
     run_stage(StageCache(tmp_path), "label", "k", Builder({"a.csv": b"1\n"}))
     assert replaced[0] == (f"{DONE_MARKER}.tmp", DONE_MARKER) and replaced[1][1] == "k"
+
+
+def test_two_builders_of_one_entry_compute_it_once(tmp_path: Path) -> None:
+    """Two runs needing the same entry at once: one builds, the other waits and reuses (issue #14)."""
+    import threading
+
+    cache, calls, results = StageCache(tmp_path), [], []
+
+    def slow(out: Path) -> dict:
+        calls.append(1)
+        time.sleep(0.5)
+        (out / "data.csv").write_text("x\n1\n")
+        return {"n": 1}
+
+    workers = [threading.Thread(target=lambda: results.append(run_stage(cache, "label", "k", slow))) for _ in "ab"]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert len(calls) == 1 and len(results) == 2
+    assert {r.path for r in results} == {str(cache.path("label", "k"))} and sorted(r.cached for r in results) == [
+        False,
+        True,
+    ]

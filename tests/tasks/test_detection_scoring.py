@@ -90,3 +90,12 @@ def test_detection_report_sections() -> None:
     assert report["event"]["sensitivity"] == 1.0 and report["event"]["fp_per_24h"] == 0.0
     assert report["event"]["n_recordings"] == 2
     json_safe(report)
+
+
+def test_event_scores_carry_exact_intervals() -> None:
+    """Clopper-Pearson for the sensitivity and an exact Poisson interval for FP/24 h, beside the point values."""
+    from tasks.confidence_intervals import clopper_pearson, poisson_rate_interval
+
+    scores = event_scores([([(100.0, 160.0)], [(110.0, 150.0), (2000.0, 2030.0)], 86400.0)])
+    assert scores["sensitivity_ci95"] == clopper_pearson(1, 1)
+    assert scores["fp_per_24h_ci95"] == poisson_rate_interval(1, 1.0)

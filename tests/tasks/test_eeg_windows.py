@@ -54,3 +54,29 @@ def test_window_dataset_reads_the_right_slice(tmp_path: Path) -> None:
     bad = WindowDataset(windows.assign(start_sample=[60, 0, 0]), tmp_path / "signals", 16, normalize="none")
     with pytest.raises(IndexError, match="array has 64 samples"):
         bad[0]
+
+
+def test_causal_normalisation_never_looks_ahead(tmp_path: Path) -> None:
+    """Prediction's default: a window is scaled by the minutes before it only. A recording whose amplitude jumps
+    tenfold at 10 min (a seizure's, say) changes "recording" statistics of its first windows, never "causal" ones."""
+    sfreq, n = 16.0, 16 * 1200  # 20 min at 16 Hz
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, n)).astype(np.float32)
+    (tmp_path / "signals").mkdir()
+    np.save(tmp_path / "signals" / "r.npy", x)
+    jumped = x.copy()
+    jumped[:, n // 2 :] *= 10.0
+    np.save(tmp_path / "signals" / "j.npy", jumped)
+    starts = np.array([0, 16 * 300, 16 * 590])  # the first window, 5 min in, just before the jump
+    frame = lambda rec: pd.DataFrame({"recording_id": rec, "start_sample": starts, "ictal": 0})  # noqa: E731
+    for norm, same in (("causal", True), ("recording", False)):
+        a = WindowDataset(frame("r"), tmp_path / "signals", 64, normalize=norm, sfreq=sfreq)
+        b = WindowDataset(frame("j"), tmp_path / "signals", 64, normalize=norm, sfreq=sfreq)
+        equal = [torch.allclose(a[i][0], b[i][0]) for i in range(3)]
+        assert all(equal) if same else not any(equal)
+    # the first window has no history: its own statistics; later windows: the history's, not their own
+    causal = WindowDataset(frame("r"), tmp_path / "signals", 64, normalize="causal", sfreq=sfreq)
+    own = WindowDataset(frame("r"), tmp_path / "signals", 64, normalize="window")
+    assert torch.allclose(causal[0][0], own[0][0]) and not torch.allclose(causal[1][0], own[1][0])
+    with pytest.raises(ValueError, match="sfreq"):
+        WindowDataset(frame("r"), tmp_path / "signals", 64, normalize="causal")

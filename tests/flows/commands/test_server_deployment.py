@@ -48,6 +48,8 @@ def test_prefect_yaml_matches_the_quick_profile_and_the_flows() -> None:
         "flows/defect_detection.py:defect_detection": "defect",
         "flows/seizure_prediction.py:seizure_prediction": "eeg",
     }
+    inference = by_entry.pop("flows/batch_inference.py:batch_inference")  # scores new data: no config, no schedule
+    assert inference["work_pool"]["name"] == "vigil-pool" and not inference.get("schedules")
     assert set(by_entry) == set(expected)
     for entry, key in expected.items():
         d = by_entry[entry]

@@ -365,7 +365,9 @@ def test_repeated_channel_keeps_the_first_and_short_recording_is_quarantined(tmp
     assert rec.channels == ["A", "B"] and found.channels == ["A", "B"]
     assert any("channel 3 'a' repeats channel 1; keeping channel 1" in n for n in rec.notes)
     (row,) = found.quarantine
-    assert row["reason"] == "short.edf: 3 s of data, shorter than the minimum of 5 s (min_duration_s)"
+    assert row["reason"] == (
+        "short.edf: 3 s of data, shorter than the minimum of 5 s; lower ingest.min_duration_s to use it"
+    )
 
 
 # ---------------------------------------------------------------------------------- summaries, sidecars, layout

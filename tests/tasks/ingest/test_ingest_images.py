@@ -132,7 +132,9 @@ def test_manifest_header_or_delimiter_problems_name_what_was_found(tmp_path: Pat
     ]
     (root / "gone.csv").write_text("path,label\nnope/a.png,good\n")
     with pytest.raises(
-        ValueError, match=r"none of its rows lists a usable image; left out: .*gone.csv:2: file not found"
+        ValueError,
+        match=r"none of its rows lists a usable image \(1 left out\); most common reason \(1 of 1\): "
+        r'"file not found: .*nope/a.png"',
     ):
         discover_images(root / "gone.csv")
 

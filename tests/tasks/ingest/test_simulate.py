@@ -188,3 +188,19 @@ def test_spec_that_cannot_fit_says_how_to_fix():
         SimulationSpec(recording_s=600.0, preictal_s=1800.0)
     with pytest.raises(ValueError, match="seizure_duration_s"):
         SimulationSpec(seizure_duration_s=(90.0, 40.0))
+
+
+def test_hard_profile_does_not_agree_with_the_labeller_by_construction():
+    """``ingest.simulate.profile=hard``: clustered (non-leading) seizures, seizures without a build-up, build-ups of
+    varying length, files that start inside a build-up, and a slow drift; the default profile is unchanged."""
+    spec = SimulationSpec(n_patients=6, recordings_per_patient=4, recording_s=2400.0, preictal_s=900.0, sfreq=128.0)
+    hard = plan_patients(dataclasses.replace(spec, profile="hard"))
+    assert plan_patients(spec)[0].build_ups is None
+    build_ups = [b for p in hard for rec in p.build_ups for b in rec]
+    lengths = {round(b[2]) for b in build_ups}
+    assert 0 in lengths and len(lengths - {0}) >= 3  # some without, the others of varying length
+    gaps = [b[0] - a[1] for p in hard for rec in p.recordings for a, b in zip(rec[:-1], rec[1:], strict=False)]
+    assert any(g < 600 for g in gaps)  # a seizure minutes after another: not leading
+    # a file that starts inside a build-up: a seizure in its first minutes whose build-up began before the file
+    assert any(on - ln < 0 < on for p in hard for rec in p.build_ups for on, _, ln in rec if ln > 0)
+    assert all(p.drift is not None and 0 < p.drift[0] < 0.5 for p in hard)

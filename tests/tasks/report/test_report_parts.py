@@ -49,16 +49,23 @@ def test_plots_render_pngs() -> None:
     oof = pd.DataFrame(
         {
             "patient": ["p1"] * 4,
+            "recording_id": ["r1"] * 4,
+            "timeline": ["p1"] * 4,
             "t_start_s": [0.0, 4.0, 8.0, 12.0],
+            "t_end_s": [4.0, 8.0, 12.0, 16.0],
             "score": s,
+            "smoothed": [np.nan, 0.3, 0.5, 0.8],
+            "alarm": [False, False, True, False],
             "pred_label": y,
             "threshold": 0.5,
             "lead_seizure_id": ["s1"] * 4,
         }
     )
-    leading = pd.DataFrame({"seizure_id": ["s1"], "t_onset_s": [20.0]})
-    (timeline,) = plot_alarm_timelines(oof, leading, sph_s=2.0, sop_s=10.0)
+    leading = pd.DataFrame({"seizure_id": ["s1"], "timeline": ["p1"], "t_onset_s": [20.0]})
+    (timeline,) = plot_alarm_timelines(oof, leading, sph_s=2.0, sop_s=10.0)  # one per test recording
     assert timeline.startswith(PNG)
+    two = pd.concat([oof, oof.assign(recording_id="r2", t_start_s=oof["t_start_s"] + 20, t_end_s=oof["t_end_s"] + 20)])
+    assert len(plot_alarm_timelines(two, leading, sph_s=2.0, sop_s=10.0)) == 2
 
 
 def test_synthetic_gan_section_keeps_its_shape_whatever_the_record_carries(tmp_path: Path) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.synth.usefulness import c2st_accuracy, frechet_distance, gain_summary, nn_copy_rate
+from tasks.synth.usefulness import (
+    c2st_accuracy,
+    c2st_with_reference,
+    copy_check,
+    frechet_distance,
+    gain_summary,
+    nn_copy_rate,
+)
 
 
 def _cloud(seed: int, n: int = 300, d: int = 8, shift: float = 0.0) -> np.ndarray:
@@ -32,6 +39,41 @@ def test_copy_rate_flags_near_copies_and_not_fresh_samples() -> None:
     rate_fresh, _ = nn_copy_rate(real, fresh)
     assert rate_copies == 1.0 and threshold > 0
     assert rate_fresh <= 0.05
+
+
+def test_copy_rate_stays_sighted_when_real_rows_repeat() -> None:
+    """Issue #12: with >= 1 % of real rows duplicated the old threshold was 0 and ``<`` never fired."""
+    real = np.concatenate([_cloud(0), _cloud(0)[:10]])  # 10 exact duplicates among 310 rows (3 %)
+    copies = np.concatenate([real[:20], real[20:40] + 1e-4])  # 20 exact copies, 20 near copies
+    rate, threshold = nn_copy_rate(real, copies)
+    assert threshold > 0 and rate == 1.0
+    check = copy_check(real, np.concatenate([copies, _cloud(2, n=40)]))
+    assert check["real_exact_duplicates"] == 10 and check["synthetic_exact_copies"] == 20
+    assert check["rate"] == pytest.approx(0.5, abs=0.03) and "<=" in check["rule"]
+
+
+def _classes(seed: int, n0: int, n1: int, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes far apart: class 1 shifted by 3 in every feature."""
+    x = np.concatenate([_cloud(seed, n0, d), _cloud(seed + 100, n1, d, shift=3.0)])
+    return x, np.r_[np.zeros(n0, dtype=int), np.ones(n1, dtype=int)]
+
+
+def test_c2st_matches_the_class_mix_and_prints_a_real_reference() -> None:
+    """Identical class-conditional distributions, different class mix (3 % vs 50 % class 1): the plain C2ST tells
+    them apart by class mix alone; the matched one, and its validation-vs-train reference, stay at chance."""
+    train, val, synth = _classes(0, 970, 30), _classes(1, 485, 15), _classes(2, 200, 200)
+    assert c2st_accuracy(train[0], synth[0], seed=0) > 0.7  # the confound
+    out = c2st_with_reference(train, val, synth, ("interictal", "ictal"), seed=0)
+    assert out["c2st_per_class_n"] == {"interictal": 200, "ictal": 15}
+    assert 0.35 < out["c2st_accuracy"] < 0.65 and 0.35 < out["c2st_reference"] < 0.65
+    assert set(out["c2st_by_class"]["ictal"]) == {"synthetic", "reference"}
+    bad = (synth[0] + 1.5, synth[1])  # a GAN whose samples sit 1.5 away from every real class
+    assert c2st_with_reference(train, val, bad, ("interictal", "ictal"), seed=0)["c2st_accuracy"] > 0.9
+    no_val = c2st_with_reference(train, (np.zeros((0, 6)), np.zeros(0, int)), synth, ("a", "b"), seed=0)
+    assert no_val["c2st_reference"] is None and no_val["c2st_per_class_n"] == {"a": 200, "b": 30}
+    no_ictal = c2st_with_reference(train, (val[0][:400], val[1][:400]), synth, ("a", "b"), seed=0)
+    assert no_ictal["c2st_reference_classes"] == ["a"] and no_ictal["c2st_by_class"]["b"]["reference"] is None
+    assert no_ictal["c2st_per_class_n"] == {"a": 200, "b": 30}
 
 
 def test_frechet_distance_is_zero_for_one_set_and_the_mean_shift_otherwise() -> None:
