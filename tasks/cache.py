@@ -356,9 +356,13 @@ def run_stage(
     if not refresh and cache.has(stage, key) and (hit := _reuse(cache, stage, key)) is not None:
         return hit
     try:
-        with cache.lock(stage, key) as waited:
-            if waited and not refresh and cache.has(stage, key) and (hit := _reuse(cache, stage, key)) is not None:
-                return hit  # built by the run we waited for
+        with cache.lock(stage, key):
+            # Another run may have finished the entry since the check above (whether we waited or it ended just
+            # before we locked); a damaged entry was warned about above and is rebuilt without a second warning.
+            if not refresh and cache.has(stage, key) and cache.problem(stage, key) is None:
+                hit = _reuse(cache, stage, key)
+                if hit is not None:
+                    return hit
             with cache.build(stage, key) as tmp:
                 summary = build(tmp)
                 summary["seconds"] = time.perf_counter() - start

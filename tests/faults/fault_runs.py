@@ -34,7 +34,6 @@ def vigil_env(data_root: Path, api_url: str | None) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_HOME=str(data_root.parent / f"{data_root.name}-prefect-home"),
         OMP_NUM_THREADS="1",
-        PREFECT_CLIENT_MAX_RETRIES="1",  # a lost API is noticed in seconds, not after minutes of backoff
     )
     return env
 

@@ -101,7 +101,10 @@ def test_api_going_away_mid_run_stops_with_a_sentence(parts: Path, tmp_path: Pat
     server_root, root, name = tmp_path / "server", tmp_path / "vd", "orphan"
     handle = start_server(server_root, port=0, runs_port=0, log_path=tmp_path / "server.log", timeout_s=600)
     try:
-        run = VigilProcess(run_args(parts, name, epochs=40), vigil_env(root, handle.api_url))
+        # One client retry: the lost API is noticed in seconds, not after minutes of backoff (the other fault runs
+        # keep Prefect's default retries, which ride out a busy shared server's 503s).
+        env = {**vigil_env(root, handle.api_url), "PREFECT_CLIENT_MAX_RETRIES": "1"}
+        run = VigilProcess(run_args(parts, name, epochs=40), env)
         run.kill_when(lambda: checkpoint_epoch(root, name) >= 1, 0)  # signal 0: only the moment
     finally:
         handle.stop()
