@@ -53,6 +53,14 @@ def _refuse_all(refused: pd.DataFrame, what: str) -> None:
         raise PredictInputError(f"no {what} could be scored: {shown}")
 
 
+def _predictions_csv(flow: str, out: Path | None, review: bool) -> Path:
+    """Where the predictions CSV goes: ``out`` itself, or ``predictions.csv`` inside the review folder ``out``."""
+    out = out or default_output(flow, review)
+    folder = out if review else out.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "predictions.csv" if review else out
+
+
 def predict_defect(
     data: Path, run_dir: Path, out: Path | None = None, *, int8: bool = False, review: bool = False
 ) -> BatchResult:
@@ -69,10 +77,8 @@ def predict_defect(
     predictions, refused, notes = predict_images(paths, predictor)
     if predictions.empty:
         _refuse_all(refused, "image")
-    out = out or default_output("defect", review)
-    folder = out if review else out.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path = folder / "predictions.csv" if review else out
+    csv_path = _predictions_csv("defect", out, review)
+    folder = csv_path.parent
     predictions.to_csv(csv_path, index=False)
     files = [csv_path]
     counts = predictions["label"].value_counts().to_dict()
@@ -111,10 +117,8 @@ def predict_eeg(
     windows, events, refused, notes = predict_recordings(paths, predictor, preprocess)
     if windows.empty:
         _refuse_all(refused, "recording")
-    out = out or default_output("eeg", review)
-    folder = out if review else out.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path = folder / "predictions.csv" if review else out
+    csv_path = _predictions_csv("eeg", out, review)
+    folder = csv_path.parent
     windows.to_csv(csv_path, index=False)
     events_path = csv_path.with_name(f"{csv_path.stem}_events.csv")
     events.to_csv(events_path, index=False)
