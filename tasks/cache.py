@@ -266,26 +266,23 @@ class StageCache:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @contextmanager
-    def lock(self, stage: str, key: str) -> Iterator[bool]:
+    def lock(self, stage: str, key: str) -> Iterator[None]:
         """Hold ``cache/.locks/<stage>-<key>`` (an exclusive ``flock``) while building that entry.
 
         Two runs that need the same entry at once (a sweep, two users on one data root) then compute it once: the
         second waits, with a log line, and reuses what the first wrote. The kernel releases the lock when its holder
-        exits, so a killed run never leaves the entry locked. Yields whether it had to wait (only then can the entry
-        have appeared meanwhile).
+        exits, so a killed run never leaves the entry locked.
         """
         path = self.root / ".locks" / f"{stage}-{key}"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as handle:
-            waited = False
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 _logger().info("cache: another run is building %s/%s; waiting for it", stage, key)
                 fcntl.flock(handle, fcntl.LOCK_EX)
-                waited = True
             try:
-                yield waited
+                yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
