@@ -19,9 +19,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 FLOW_DIR = "defect-detection"
 #: metrics.json keys that legitimately differ between a resumed and an uninterrupted run (timings, latencies,
-#: lineage, which stages came from the cache) or between two run folders.
+#: lineage, which stages came from the cache) or between two run folders (the regression block compares with whichever
+#: run of the flow finished before, so two racing runs see different predecessors).
 VOLATILE = ("timing", "seconds", "latency", "latencies", "lineage", "per_s", "run_dir", "started", "resumed", "_ms",
-            "cached")  # fmt: skip
+            "cached", "regression")  # fmt: skip
 
 
 def vigil_env(data_root: Path, api_url: str | None) -> dict[str, str]:
