@@ -28,7 +28,7 @@ run: $(STAMP)
 	@$(BIN)/vigil run eeg | tail -n 1
 
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=25
 
 test-fast: $(DEV_STAMP)
 	$(BIN)/python -m pytest -ra -m "not slow"

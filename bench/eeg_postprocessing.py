@@ -26,7 +26,7 @@ import pandas as pd
 from tasks.eeg_windows import read_windows
 from tasks.evaluate.prediction_scoring import evaluate_prediction
 
-SMOOTH = (1, 5, 15, 30)
+SMOOTH = (1, 5, 15, 30, 60, 120)
 METRICS = ("balanced_accuracy", "youden", "f1", "accuracy")
 
 

@@ -8,6 +8,11 @@ Images are decoded and resized once into one uint16 array (16-bit keeps 12/16-bi
 Dataset lives here, in an importable module, because served Prefect runs cannot pickle classes defined in a
 flow's entry file. The sampler hands each index its own augmentation seed derived from (seed, epoch, position),
 so a run is reproducible whatever the number of DataLoader workers.
+
+With ``geometry=tile`` a file becomes several rows of that array (:func:`tasks.image_io.tile_grid`), each a training
+sample with its image's label and weight (the weak, multiple-instance label); splits stay per file, so the tiles of
+one image never cross splits, and val/test predictions are one row per image (:func:`tasks.image_io.aggregate_tiles`).
+Early stopping watches the validation tiles under their image's label.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from tasks.image_features import (
     svm_head,
     svm_probe_summary,
 )
-from tasks.image_io import load_image
+from tasks.image_io import aggregate_tiles, load_image, load_views
 from tasks.pretrained import pretrained_models, pretrained_weights_path
 from tasks.sampling import SeededSampler, class_weights, default_workers
 from tasks.starting_weights import apply_starting_weights
@@ -61,6 +66,27 @@ def decode_images(paths: list[str], size: int, channels: int, array_path: Path, 
         arr[i] = np.round(load_image(path, size, channels, geometry) * 65535.0).astype(np.uint16)
     arr.flush()
     return np.load(array_path, mmap_mode="r")
+
+
+def decode_tiles(
+    paths: list[str], size: int, channels: int, array_path: Path, tile_px: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every file's tiles (:func:`tasks.image_io.load_tiles`) as one memory-mapped uint16 array
+    ``(n_tiles, size, size, channels)`` at ``array_path``, a file's tiles consecutive, and the tiles per file ``(N,)``.
+
+    The count per file is known only once it is decoded, so the tiles are appended to a raw file (a full disk is an
+    ``OSError`` from ``write``, not a memory-map SIGBUS) that is mapped once complete.
+    """
+    counts = np.zeros(len(paths), dtype=np.int64)
+    with open(array_path, "wb") as handle:
+        for i, path in enumerate(paths):
+            tiles = load_views(path, size, channels, "tile", tile_px)
+            handle.write(np.round(tiles * 65535.0).astype(np.uint16).tobytes())
+            counts[i] = len(tiles)
+    shape = (int(counts.sum()), size, size, channels)
+    if shape[0] == 0:
+        return np.zeros(shape, dtype=np.uint16), counts
+    return np.memmap(array_path, dtype=np.uint16, mode="r", shape=shape), counts
 
 
 class ImageArrayDataset(Dataset):
@@ -117,32 +143,48 @@ class TrainOutput:
 
 @dataclass
 class _Splits:
-    """The decoded images of one training table and how they divide into train/val/test."""
+    """The decoded images (or tiles) of one training table and how they divide into train/val/test."""
 
-    array: np.ndarray  # (N, size, size, C) uint16, memory-mapped
-    labels: np.ndarray  # (N,) int64
-    weights: np.ndarray  # (N,) float32
-    idx: dict[str, np.ndarray]  # split name -> row positions
+    array: np.ndarray  # (T, size, size, C) uint16, memory-mapped: T = N images, or their tiles
+    labels: np.ndarray  # (T,) int64, a tile's is its image's
+    weights: np.ndarray  # (T,) float32
+    idx: dict[str, np.ndarray]  # split name -> array row positions (a file's tiles consecutive)
     channels: int
     mean: list[float]
     std: list[float]
+    owner: np.ndarray  # (T,) the table row each array row comes from (arange(N) without tiles)
+    counts: np.ndarray  # (N,) array rows per table row (all 1 without tiles)
+    image_labels: np.ndarray  # (N,) int64
+    image_idx: dict[str, np.ndarray]  # split name -> table row positions
 
     def dataset(self, part: str, transform: A.Compose | None) -> ImageArrayDataset:
         i = self.idx[part]
         return ImageArrayDataset(self.array[i], self.labels[i], self.weights[i], self.mean, self.std, transform)
 
 
-def _decode_splits(table: pd.DataFrame, image_size: int, array_path: Path, geometry: str) -> _Splits:
-    """Decode every row once (grey unless the quality stage saw colour) and take channel stats on train."""
+def _decode_splits(
+    table: pd.DataFrame, image_size: int, array_path: Path, geometry: str, tile_px: int | None = None
+) -> _Splits:
+    """Decode every row once (grey unless the quality stage saw colour; with ``geometry=tile`` into its tiles, each
+    with the row's split, label and weight) and take channel stats on the train rows."""
     grey = bool(table["grey"].all()) if "grey" in table else True
     channels = 1 if grey else 3
-    array = decode_images(table["path"].tolist(), image_size, channels, array_path, geometry)
-    split = table["split"].to_numpy()
-    labels = table["label"].to_numpy().astype(np.int64)
-    weights = table["weight"].to_numpy().astype(np.float32)
-    idx = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    paths = table["path"].tolist()
+    if geometry == "tile":
+        array, counts = decode_tiles(paths, image_size, channels, array_path, tile_px)
+    else:
+        array, counts = decode_images(paths, image_size, channels, array_path, geometry), np.ones(len(paths), int)
+    owner = np.repeat(np.arange(len(table)), counts)
+    table_split = table["split"].to_numpy()
+    split = table_split[owner]
+    image_labels = table["label"].to_numpy().astype(np.int64)
+    labels = image_labels[owner]
+    weights = table["weight"].to_numpy().astype(np.float32)[owner]
+    parts = ("train", "val", "test")
+    idx = {s: np.flatnonzero(split == s) for s in parts}
+    image_idx = {s: np.flatnonzero(table_split == s) for s in parts}
     mean, std = channel_stats(array[idx["train"]])
-    return _Splits(array, labels, weights, idx, channels, mean, std)
+    return _Splits(array, labels, weights, idx, channels, mean, std, owner, counts, image_labels, image_idx)
 
 
 def _loaders(
@@ -194,19 +236,23 @@ def _fit_probe(
 ) -> FitResult:
     """Frozen backbone features of the (un-augmented) train images, a cross-validated logistic regression
     (``kind="linear"``) or SVM (``"svm"``) set as ``model``'s head (:mod:`tasks.image_features`). One "epoch" in
-    the history, with the CV score."""
+    the history, with the CV score. With tiles the head is fitted on tile features under their image's label, the
+    cross-validation folds kept per image (``groups``) so a tile never validates its own image's twin."""
     start = time.perf_counter()
     train = data.dataset("train", None)
     features = embed(model, train, cfg.batch_size)
     idx = data.idx["train"]
     args = (features, data.labels[idx], data.weights[idx])
+    groups = data.owner[idx] if cfg.geometry == "tile" else None
     n_classes = model.head.fc.out_features
     if kind == "svm":
-        pipe, params, platt, cv_score = fit_svm_probe(*args, class_balanced=cfg.class_balanced, seed=seed)
+        pipe, params, platt, cv_score = fit_svm_probe(
+            *args, class_balanced=cfg.class_balanced, seed=seed, groups=groups
+        )
         model.head.fc = svm_head(pipe, platt, features.shape[1], n_classes)
         summary = svm_probe_summary(params, cv_score)
     else:
-        search, cv_score = fit_linear_probe(*args, class_balanced=cfg.class_balanced, seed=seed)
+        search, cv_score = fit_linear_probe(*args, class_balanced=cfg.class_balanced, seed=seed, groups=groups)
         fold_into_head(search, model.head.fc, n_classes)
         summary = linear_probe_summary(search, cv_score)
     row = {"epoch": 1, "lr": None, "train_loss": None, "val_loss": None, "val_accuracy": None}
@@ -243,16 +289,33 @@ def _prediction_rows(
     cfg: TrainConfig,
     device: torch.device,
 ) -> pd.DataFrame:
-    """Class probabilities of every val and test row: ``sample_id, split, label, prob_0 .. prob_{C-1}``."""
+    """Class probabilities of every val and test image: ``sample_id, split, label, prob_0 .. prob_{C-1}``, one row
+    per image (with tiles, its most defective tile's: :func:`tasks.image_io.aggregate_tiles`)."""
     rows = []
     for part, loader in loaders.items():
         proba = predict_proba(model, loader, device=device, amp=cfg.amp, amp_cpu=cfg.amp_cpu)
-        for j, i in enumerate(data.idx[part]):
+        images = data.image_idx[part]
+        proba = aggregate_tiles(proba, data.counts[images])
+        for j, i in enumerate(images):
             rows.append(
-                {"sample_id": sample_ids.iat[i], "split": part, "label": int(data.labels[i])}
+                {"sample_id": sample_ids.iat[i], "split": part, "label": int(data.image_labels[i])}
                 | {f"prob_{k}": float(proba[j, k]) for k in range(proba.shape[1])}
             )
     return pd.DataFrame(rows)
+
+
+def _preprocess_text(cfg: TrainConfig) -> str:
+    """How a file becomes model inputs, in words, for ``model.pt`` and the ONNX metadata's ``resize``."""
+    if cfg.geometry == "tile":
+        tile = f"{cfg.tile_px} px" if cfg.tile_px else "the short side"
+        return (
+            f"decode with OpenCV (BGR->RGB), cut into overlapping square tiles of {tile} (tasks.image_io.tile_grid), "
+            "each resized to image_size x image_size; an image scores as its most defective tile "
+            "(tasks.image_io.aggregate_tiles)"
+        )
+    return (
+        f"decode with OpenCV (BGR->RGB), fit to image_size x image_size by {cfg.geometry!r} (tasks.image_io.fit_square)"
+    )
 
 
 def _save_weights(
@@ -281,12 +344,12 @@ def _save_weights(
             "in_chans": data.channels,
             "image_size": cfg.image_size,
             "geometry": cfg.geometry,
+            "tile_px": cfg.tile_px,
             "normalization": {"mean": data.mean, "std": data.std, "scale": "pixel / dtype max (255 or 65535)"},
             "pretrained": arch if cfg.pretrained and not cfg.init_from and arch in pretrained_models() else None,
             "init_from": cfg.init_from,
             "candidate": cfg.model,
-            "preprocess": f"decode with OpenCV (BGR->RGB), fit to image_size x image_size by {cfg.geometry!r} "
-            "(tasks.image_io.fit_square)",
+            "preprocess": _preprocess_text(cfg),
             "seed": seed,
             "best_epoch": best_epoch,
         },
@@ -334,7 +397,7 @@ def _train_classifier(
     on_epoch_end: Callable[[dict], None] | None,
     on_batch_end: Callable[[int, int], None] | None,
 ) -> TrainOutput:
-    data = _decode_splits(table, cfg.image_size, out_dir / "images.npy", cfg.geometry)
+    data = _decode_splits(table, cfg.image_size, out_dir / "images.npy", cfg.geometry, cfg.tile_px)
     device = select_device(cfg.device)
     torch.manual_seed(seed)
     model_kwargs = {
@@ -395,16 +458,31 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 def embed_images(weights_path: Path, paths: list[str], batch_size: int = 64) -> np.ndarray:
-    """Pre-logit features ``(N, F)`` of a trained vigil image model, preprocessed exactly as in training."""
+    """Pre-logit features ``(N, F)`` of a trained vigil image model, preprocessed exactly as in training.
+
+    A tiled model's image feature is the mean over its tiles: one vector per image, as the synthetic-data checks
+    (Fréchet distance, C2ST) compare images, not tiles.
+    """
     model, meta = load_model(weights_path)
     size, chans = int(meta["image_size"]), int(meta["in_chans"])
     geometry = meta.get("geometry", "squash")  # models saved before the choice existed squashed
     mean = np.asarray(meta["normalization"]["mean"], dtype=np.float32)
     std = np.asarray(meta["normalization"]["std"], dtype=np.float32)
+    if geometry == "tile":
+        tiles = ((load_views(p, size, chans, geometry, meta.get("tile_px")) - mean) / std for p in paths)
+        return np.stack([_embed(model, t, batch_size).mean(axis=0) for t in tiles])
     feats = []
-    with torch.inference_mode():
-        for i in range(0, len(paths), batch_size):
-            batch = np.stack([(load_image(p, size, chans, geometry) - mean) / std for p in paths[i : i + batch_size]])
-            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
-            feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
+    for i in range(0, len(paths), batch_size):
+        batch = np.stack([(load_image(p, size, chans, geometry) - mean) / std for p in paths[i : i + batch_size]])
+        feats.append(_embed(model, batch, batch_size))
     return np.concatenate(feats)
+
+
+def _embed(model: torch.nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pre-logit features ``(N, F)`` of normalised images ``(N, H, W, C)``."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size].transpose(0, 3, 1, 2)))
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
+    return np.concatenate(out)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -69,12 +69,14 @@ def fit_linear_probe(
     class_balanced: bool,
     seed: int,
     cv: int = 3,
+    groups: np.ndarray | None = None,
 ) -> tuple[GridSearchCV, float]:
     """Standardise + logistic regression, ``C`` chosen by stratified ``cv``-fold CV on these (train) rows only.
 
-    Returns the fitted search and its best cross-validated balanced accuracy.
+    ``groups`` (the image of each row, for tiles) keeps a group's rows in one fold. Returns the fitted search and
+    its best cross-validated balanced accuracy.
     """
-    folds = _rarest_folds(labels, cv, "linear probe")
+    folds = _cv_folds(labels, groups, cv, "linear probe", seed)
     pipe = make_pipeline(
         StandardScaler(),
         LogisticRegression(max_iter=2000, class_weight="balanced" if class_balanced else None),
@@ -83,9 +85,9 @@ def fit_linear_probe(
         pipe,
         {"logisticregression__C": list(C_GRID)},
         scoring="balanced_accuracy",
-        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+        cv=folds,
     )
-    search.fit(features, labels, logisticregression__sample_weight=sample_weight)
+    search.fit(features, labels, groups=groups, logisticregression__sample_weight=sample_weight)
     return search, float(search.best_score_)
 
 
@@ -129,6 +131,17 @@ def _rarest_folds(labels: np.ndarray, cv: int, what: str) -> int:
     return folds
 
 
+def _cv_folds(
+    labels: np.ndarray, groups: np.ndarray | None, cv: int, what: str, seed: int
+) -> StratifiedKFold | StratifiedGroupKFold:
+    """Stratified folds over rows, or over ``groups`` when given: a tile's image-mates share its label and look
+    alike, so with them on both sides of a fold the CV score would flatter the probe."""
+    if groups is None:
+        return StratifiedKFold(_rarest_folds(labels, cv, what), shuffle=True, random_state=seed)
+    _, first = np.unique(groups, return_index=True)
+    return StratifiedGroupKFold(_rarest_folds(labels[first], cv, what), shuffle=True, random_state=seed)
+
+
 def fit_svm_probe(
     features: np.ndarray,
     labels: np.ndarray,
@@ -137,14 +150,16 @@ def fit_svm_probe(
     class_balanced: bool,
     seed: int,
     cv: int = 3,
+    groups: np.ndarray | None = None,
 ) -> tuple[Pipeline, dict[str, Any], np.ndarray, float]:
     """Standardise + SVM, kernel and ``C`` chosen by stratified CV on these (train) rows; Platt-scaled.
 
     Multiclass uses one-vs-rest SVMs (one decision function per class, which a torch head can reproduce; libsvm's
     own one-vs-one votes cannot be). Returns the refitted pipeline, its chosen parameters, Platt coefficients
-    ``(n_outputs, 2)`` fitted on cross-validated decision values, and the best CV balanced accuracy.
+    ``(n_outputs, 2)`` fitted on cross-validated decision values, and the best CV balanced accuracy. ``groups``
+    keeps a group's rows (an image's tiles) in one fold.
     """
-    folds = StratifiedKFold(_rarest_folds(labels, cv, "svm probe"), shuffle=True, random_state=seed)
+    folds = _cv_folds(labels, groups, cv, "svm probe", seed)
     svc = SVC(class_weight="balanced" if class_balanced else None, gamma="scale")
     multiclass = len(np.unique(labels)) > 2
     model = OneVsRestClassifier(svc) if multiclass else svc
@@ -153,9 +168,11 @@ def fit_svm_probe(
     pipe = Pipeline([("scale", StandardScaler()), ("svm", model)])
     fit_params = {} if multiclass else {"svm__sample_weight": sample_weight}
     search = GridSearchCV(pipe, grid, scoring="balanced_accuracy", cv=folds)
-    search.fit(features, labels, **fit_params)
+    search.fit(features, labels, groups=groups, **fit_params)
     best = search.best_estimator_
-    decision = cross_val_predict(clone(best), features, labels, cv=folds, method="decision_function", params=fit_params)
+    decision = cross_val_predict(
+        clone(best), features, labels, groups=groups, cv=folds, method="decision_function", params=fit_params
+    )
     decision = decision.reshape(len(labels), -1)
     targets = [labels == 1] if decision.shape[1] == 1 else [labels == k for k in range(decision.shape[1])]
     platt = []

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.image_io import load_image
+from tasks.image_io import load_views
 
 #: The metadata entry (``metadata_props``) holding vigil's JSON document, and that document's format version.
 METADATA_KEY = "vigil"
@@ -94,6 +94,16 @@ def model_metadata(record: dict[str, Any], kind: str, *, preprocessing_extra: di
     }
 
 
+def image_geometry(record: dict[str, Any]) -> dict[str, Any]:
+    """The ``preprocessing`` facts an image record adds to its metadata: how a file becomes inputs.
+
+    ``geometry`` (a record without one predates padding: it was trained on squashed, plainly resized images), and
+    for ``tile`` also ``tile_px`` (None: the image's short side), which scoring needs to cut the same tiles.
+    """
+    geometry = record.get("geometry", "squash")
+    return {"geometry": geometry} | ({"tile_px": record.get("tile_px")} if geometry == "tile" else {})
+
+
 def metadata_problems(meta: Any) -> list[str]:
     """What is wrong with a metadata document (empty: nothing)."""
     if not isinstance(meta, dict):
@@ -106,6 +116,8 @@ def metadata_problems(meta: Any) -> list[str]:
         return problems + [f"kind {kind!r} is not one of {', '.join(_PREPROCESSING_KEYS)}"]
     pre = meta.get("preprocessing") or {}
     problems += [f"missing 'preprocessing.{k}'" for k in _PREPROCESSING_KEYS[kind] if k not in pre]
+    if kind == "image" and pre.get("geometry") == "tile" and "tile_px" not in pre:
+        problems.append("'preprocessing.geometry' is 'tile' without 'preprocessing.tile_px'")
     names = meta.get("class_names")
     if not isinstance(names, list) or len(names) < 2:
         problems.append("'class_names' must list at least two classes")
@@ -196,17 +208,25 @@ def run_session(session: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
 
 
-def image_inputs(paths: list[str], meta: dict[str, Any]) -> np.ndarray:
-    """Images as the model's input ``(N, C, H, W)`` float32, exactly as the train stage fed them: decoded and
-    fitted to size by :func:`tasks.image_io.load_image` with the recorded geometry, then normalised."""
+def image_views(paths: list[str], meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Images as the model's inputs ``(T, C, H, W)`` float32, exactly as the train stage fed them, and the inputs
+    per image ``(N,)``: decoded and fitted to size (or cut into tiles) by :func:`tasks.image_io.load_views` with
+    the recorded geometry, then normalised. ``T == N`` unless the geometry is ``tile``; put a tiled image's
+    probabilities back together with :func:`tasks.image_io.aggregate_tiles`."""
     pre = meta["preprocessing"]
     size, chans = int(pre["image_size"]), int(pre["in_chans"])
+    geometry, tile_px = pre.get("geometry", "pad"), pre.get("tile_px")
     mean = np.asarray(pre["mean"], dtype=np.float32)
     std = np.asarray(pre["std"], dtype=np.float32)
-    out = np.empty((len(paths), chans, size, size), dtype=np.float32)
-    for i, path in enumerate(paths):
-        out[i] = ((load_image(path, size, chans, pre.get("geometry", "pad")) - mean) / std).transpose(2, 0, 1)
-    return out
+    if geometry != "tile":  # one input per file: fill one array, no per-file copies
+        out = np.empty((len(paths), chans, size, size), dtype=np.float32)
+        for i, path in enumerate(paths):
+            out[i] = ((load_views(path, size, chans, geometry)[0] - mean) / std).transpose(2, 0, 1)
+        return out, np.ones(len(paths), dtype=np.int64)
+    views = [((load_views(p, size, chans, geometry, tile_px) - mean) / std).transpose(0, 3, 1, 2) for p in paths]
+    counts = np.array([len(v) for v in views], dtype=np.int64)
+    out = np.concatenate(views).astype(np.float32) if views else np.empty((0, chans, size, size), dtype=np.float32)
+    return out, counts
 
 
 class _WithSoftmax(torch.nn.Module):

@@ -1,10 +1,12 @@
 """The compress stage for inspection images: the shipped classifier as fp32 ONNX, int8 ONNX and (optionally) pruned.
 
 The shipped model is the candidate the evaluate stage chose on validation, with the threshold it froze there; the
-test images are the label stage's test split, preprocessed exactly as in training (``tasks.image_io.load_image``
+test images are the label stage's test split, preprocessed exactly as in training (``tasks.image_io.load_views``
 with the model's size, channels and geometry, then its normalisation), and the int8 calibration images a seeded draw
-from the train split. The cache entry holds ``model.onnx``, ``model.int8.onnx`` and ``compress.json``; the report
-copies the two models into the run directory beside ``model.pt``.
+from the train split. A tiled model's inputs are tiles (calibrated and fine-tuned on under their image's label); its
+accuracy is scored per image, each image as its most defective tile (:func:`tasks.image_io.aggregate_tiles`).
+The cache entry holds ``model.onnx``, ``model.int8.onnx`` and ``compress.json``; the report copies the two models
+into the run directory beside ``model.pt``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tasks.compress.variants import CompressData, compress_model
 from tasks.config import CompressConfig
 from tasks.image_classifier import load_model
 from tasks.model_file import read_model_file
-from tasks.onnx_model import image_inputs, model_metadata
+from tasks.onnx_model import image_geometry, image_views, model_metadata
 from tasks.rundir import RunContext
 
 
@@ -35,10 +37,9 @@ def shipped_weights(train: StageResult, evaluation: dict[str, Any]) -> Path:
 
 
 def image_metadata(record: dict[str, Any], threshold: float | None) -> dict[str, Any]:
-    """The ONNX metadata of an image model record with the evaluated threshold (and its resize geometry)."""
+    """The ONNX metadata of an image model record with the evaluated threshold (and its resize or tile geometry)."""
     record = {**record, "threshold": threshold}
-    # a record without ``geometry`` predates padding: it was trained on squashed (plainly resized) images
-    return model_metadata(record, "image", preprocessing_extra={"geometry": record.get("geometry", "squash")})
+    return model_metadata(record, "image", preprocessing_extra=image_geometry(record))
 
 
 def _draw(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -58,11 +59,14 @@ def compress_data(table: pd.DataFrame, meta: dict[str, Any], cfg: CompressConfig
     test = _draw(real[real["split"] == "test"], cfg.max_test_samples, seed)
     n_train = max(cfg.calibration_samples, cfg.prune_samples if cfg.prune else 0)
     train = _draw(real[real["split"] == "train"], n_train, seed + 1)
+    x_test, test_counts = image_views(test["path"].tolist(), meta)
+    x_train, train_counts = image_views(train["path"].tolist(), meta)
     return CompressData(
-        x_test=image_inputs(test["path"].tolist(), meta),
+        x_test=x_test,
         y_test=test["label"].to_numpy().astype(np.int64),
-        x_train=image_inputs(train["path"].tolist(), meta),
-        y_train=train["label"].to_numpy().astype(np.int64),
+        x_train=x_train,
+        y_train=np.repeat(train["label"].to_numpy().astype(np.int64), train_counts),
+        test_counts=test_counts,
     )
 
 

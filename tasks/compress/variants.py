@@ -22,6 +22,7 @@ import torch
 
 from tasks.compress.quantize import quantize_int8
 from tasks.config import CompressConfig
+from tasks.image_io import aggregate_tiles
 from tasks.metrics import classification_metrics
 from tasks.onnx_model import export_onnx, open_session, run_session
 
@@ -30,12 +31,21 @@ VARIANTS = ("fp32_torch", "fp32_onnx", "int8_onnx", "pruned_torch")
 
 @dataclass
 class CompressData:
-    """Preprocessed inputs of one model: test inputs with labels, and train-split inputs to calibrate/fine-tune on."""
+    """Preprocessed inputs of one model: test inputs with labels, and train-split inputs to calibrate/fine-tune on.
 
-    x_test: np.ndarray  # (N, C, H, W) or (N, C, T) float32, already normalised as the model expects
-    y_test: np.ndarray  # (N,) int labels
+    A tiled image model has several inputs per test image: ``test_counts`` says how many (consecutive), and its
+    accuracy is scored per image (:meth:`test_probabilities`).
+    """
+
+    x_test: np.ndarray  # (N, C, H, W) (a row per tile when tiled) or (N, C, T) float32, normalised for the model
+    y_test: np.ndarray  # (N,) int labels, one per test image or window
     x_train: np.ndarray  # (M, ...) seeded draw from the train split
     y_train: np.ndarray  # (M,)
+    test_counts: np.ndarray | None = None  # (N,) inputs per test image (tiles); None: one each
+
+    def test_probabilities(self, proba: np.ndarray) -> np.ndarray:
+        """Probabilities of ``x_test``'s rows as one row per test label (:func:`tasks.image_io.aggregate_tiles`)."""
+        return proba if self.test_counts is None else aggregate_tiles(proba, self.test_counts)
 
 
 def torch_probabilities(model: torch.nn.Module, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -90,7 +100,7 @@ def _torch_variant(
                                                  cfg.latency_repeats)  # fmt: skip
         row["latency_ms_b32"] = median_latency_ms(lambda b: model(torch.from_numpy(b)), _batch(data.x_test, 32),
                                                   cfg.latency_repeats_b32)  # fmt: skip
-    return row | score(data.y_test, proba, meta), proba
+    return row | score(data.y_test, data.test_probabilities(proba), meta), proba
 
 
 def _onnx_variant(path: Path, data: CompressData, meta: dict, cfg: CompressConfig) -> tuple[dict, np.ndarray]:
@@ -102,7 +112,7 @@ def _onnx_variant(path: Path, data: CompressData, meta: dict, cfg: CompressConfi
                                              cfg.latency_repeats)  # fmt: skip
     row["latency_ms_b32"] = median_latency_ms(lambda b: session.run(None, {name: b}), _batch(data.x_test, 32),
                                               cfg.latency_repeats_b32)  # fmt: skip
-    return row | score(data.y_test, proba, meta), proba
+    return row | score(data.y_test, data.test_probabilities(proba), meta), proba
 
 
 def prune_and_finetune(model: torch.nn.Module, data: CompressData, cfg: CompressConfig, seed: int) -> float:

@@ -5,7 +5,8 @@ class the most confident correct and the most confident wrong predictions (an in
 each explained for the class the model predicted. Two numbers say whether the Grad-CAM maps track the model
 (:mod:`tasks.explain.attribution`): ``randomisation_rank_corr`` (should be low) and ``deletion_auc`` against
 ``deletion_auc_random`` (the map's order should destroy the score faster than a random one), averaged over a seeded
-sample of test images.
+sample of test images. A tiled model (``geometry=tile``) is explained on each image's most defective tile: the tile
+whose probabilities the run reported for that image (:func:`tasks.image_io.aggregate_tiles`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tasks.explain.attribution import (
 )
 from tasks.explain.plots import plot_deletion, plot_overlays
 from tasks.image_classifier import load_model
-from tasks.image_io import load_image
+from tasks.image_io import load_views, most_defective_tiles
 from tasks.rundir import RunContext
 
 
@@ -68,15 +69,26 @@ def choose_examples(test: pd.DataFrame, n_classes: int, threshold: float | None,
     return pd.concat(picked, ignore_index=True) if picked else rows.iloc[:0]
 
 
-def load_batch(paths: list[str], meta: dict[str, Any]) -> tuple[np.ndarray, torch.Tensor]:
+def load_batch(
+    paths: list[str], meta: dict[str, Any], model: torch.nn.Module | None = None
+) -> tuple[np.ndarray, torch.Tensor]:
     """Images ``(N, H, W, C)`` in [0, 1] and the normalised model input ``(N, C, H, W)``, preprocessed as in
-    training (the model file's size, channels, geometry and normalisation)."""
+    training (the model file's size, channels, geometry and normalisation); for a tiled model, each image's most
+    defective tile under ``model`` (required then)."""
     size, chans = int(meta["image_size"]), int(meta["in_chans"])
     geometry = meta.get("geometry", "squash")  # models saved before the choice existed squashed
-    images = np.stack([load_image(p, size, chans, geometry) for p in paths]).astype(np.float32)
+    views = [load_views(p, size, chans, geometry, meta.get("tile_px")) for p in paths]
+    images = np.concatenate(views).astype(np.float32) if views else np.zeros((0, size, size, chans), np.float32)
     mean = np.asarray(meta["normalization"]["mean"], dtype=np.float32)
     std = np.asarray(meta["normalization"]["std"], dtype=np.float32)
     x = torch.from_numpy(np.ascontiguousarray(((images - mean) / std).transpose(0, 3, 1, 2)))
+    if len(images) > len(paths):  # tiles: keep the one that decided each image's score
+        if model is None:
+            raise ValueError("a tiled model (geometry=tile) needs `model` to pick each image's most defective tile")
+        with torch.inference_mode():
+            proba = torch.cat([torch.softmax(model(b).float(), dim=1) for b in x.split(64)]).numpy()
+        keep = most_defective_tiles(proba, [len(v) for v in views])
+        images, x = images[keep], x[keep]
     return images, x
 
 
@@ -121,7 +133,7 @@ def _overlays(
     model: torch.nn.Module, meta: dict[str, Any], examples: pd.DataFrame, cfg: ExplainConfig, seed: int
 ) -> bytes:
     """Grad-CAM and LIME of the chosen examples, drawn as one PNG."""
-    images, x = load_batch(examples["path"].tolist(), meta)
+    images, x = load_batch(examples["path"].tolist(), meta, model)
     targets = torch.tensor(examples["predicted"].to_numpy(dtype=np.int64))
     cams = upsample(gradcam(model, gradcam_layer(model), x, targets, relu=True), tuple(x.shape[-2:]))
     limes = []
@@ -157,7 +169,7 @@ def explain_images(
     sample = test.sample(n=min(cfg.metric_images, len(test)), random_state=seed) if len(test) else test
     if len(sample):
         probs = sample[[f"prob_{k}" for k in range(n_classes)]].to_numpy(dtype=float)
-        _, x = load_batch(sample["path"].tolist(), meta)
+        _, x = load_batch(sample["path"].tolist(), meta, model)
         checks = faithfulness(model, x, predicted_classes(probs, threshold), cfg, seed)
         curves = {"Grad-CAM order": checks["deletion_curve"], "random order": checks["deletion_curve_random"]}
         (out / "deletion.png").write_bytes(plot_deletion({k: np.asarray(v) for k, v in curves.items()}))

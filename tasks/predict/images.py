@@ -2,7 +2,9 @@
 
 Inputs: one image, a folder (searched recursively; hidden files and folders skipped), or a CSV manifest whose
 ``path`` column (found by header name) lists images relative to the CSV. Every image is preprocessed by the model's
-own metadata (:func:`tasks.onnx_model.image_inputs`), so the pixels scored are the pixels the model was trained on.
+own metadata (:func:`tasks.onnx_model.image_views`), so the pixels scored are the pixels the model was trained on;
+a tiled model (``geometry=tile``) scores each image as its most defective tile (:func:`tasks.image_io.aggregate_tiles`),
+still one row per image.
 An image the model cannot take is left out with its reason (a colour image for a grey model: converting it would
 change what the model sees); a grey image for a colour model is replicated to three channels, and said.
 """
@@ -17,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.image_io import is_grey, read_image
-from tasks.onnx_model import image_inputs
+from tasks.image_io import MAX_TILES, aggregate_tiles, is_grey, read_image, tile_shape
+from tasks.onnx_model import image_views
 from tasks.predict.model import PredictInputError, Predictor, files_under
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -45,7 +47,13 @@ def check_image(path: Path, meta: dict[str, Any]) -> tuple[str | None, str | Non
         image = read_image(path)
     except (OSError, ValueError) as exc:
         return f"cannot be read ({exc})", None
-    chans = int(meta["preprocessing"]["in_chans"])
+    pre = meta["preprocessing"]
+    chans = int(pre["in_chans"])
+    if pre.get("geometry") == "tile":
+        rows, cols, tile = tile_shape(*image.shape[:2], pre.get("tile_px"))
+        if rows * cols > MAX_TILES:
+            return (f"{image.shape[0]} x {image.shape[1]} px makes {rows * cols} tiles of {tile} px, above the "
+                    f"limit of {MAX_TILES} per image (the model's train.tile_px)"), None  # fmt: skip
     grey = image.ndim == 2 or is_grey(image)
     if chans == 1 and not grey:
         return "a colour image; the model expects 1-channel grey images (convert it, or train on colour)", None
@@ -76,7 +84,8 @@ def predict_images(
     rows = []
     for i in range(0, len(keep), batch_size):
         part = keep[i : i + batch_size]
-        proba = predictor.probabilities(image_inputs([str(p) for p in part], meta))
+        x, counts = image_views([str(p) for p in part], meta)
+        proba = aggregate_tiles(predictor.probabilities(x), counts)
         for p, pr in zip(part, proba, strict=True):
             if len(names) == 2:
                 row = {"path": str(p), "probability": float(pr[1]), "label": names[int(pr[1] >= threshold)]}

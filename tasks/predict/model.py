@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.onnx_model import model_metadata, open_session, run_session
+from tasks.onnx_model import image_geometry, model_metadata, open_session, run_session
 
 
 class PredictInputError(ValueError):
@@ -67,7 +67,7 @@ def torch_predictor(path: Path) -> Predictor:
         from tasks.image_classifier import load_model  # rebuilds fitted heads (e.g. an SVM probe's) too
 
         model, _ = load_model(path)
-        meta = model_metadata(record, "image", preprocessing_extra={"geometry": record.get("geometry", "squash")})
+        meta = model_metadata(record, "image", preprocessing_extra=image_geometry(record))
     else:
         import models  # noqa: F401  (registers every architecture)
 
