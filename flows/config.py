@@ -308,6 +308,22 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _yield_to(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``base`` without the per-candidate values that ``layer`` sets for every candidate.
+
+    ``--set train.epochs=3`` (or ``epochs: 3`` in a config file) means every deep candidate trains 3 epochs; left
+    alone, a profile's ``train.candidate_overrides.<name>.epochs`` would silently win, being more specific. So a
+    later layer's ``train.<key>`` drops ``<key>`` from the earlier layers' candidate overrides; the later layer's
+    own ``candidate_overrides`` still apply on top.
+    """
+    train, overrides = layer.get("train"), (base.get("train") or {}).get("candidate_overrides")
+    if not isinstance(train, dict) or not isinstance(overrides, dict):
+        return base
+    keys = set(train) - {"candidates", "candidate_overrides", "model"}
+    pruned = {name: {k: v for k, v in (o or {}).items() if k not in keys} for name, o in overrides.items()}
+    return {**base, "train": {**base["train"], "candidate_overrides": pruned}}
+
+
 def resolve_config(
     flow: str,
     *,
@@ -318,6 +334,9 @@ def resolve_config(
 ) -> BaseModel:
     """Resolve profile < config file < --set into one validated config.
 
+    A layer's ``train.<key>`` applies to every candidate: it replaces that key in the earlier layers'
+    ``train.candidate_overrides`` (:func:`_yield_to`).
+
     Without an explicit ``profile``, a ``profile:`` key in the config file decides, then ``default_profile``
     (the CLI passes ``quick`` without a GPU and ``full`` with one).
     """
@@ -327,8 +346,8 @@ def resolve_config(
     for expr in sets or []:
         set_data = deep_merge(set_data, parse_set(expr, model))
     chosen = profile or set_data.get("profile") or file_data.get("profile") or default_profile
-    merged = deep_merge(profile_overrides(flow, chosen), file_data)
-    merged = deep_merge(merged, set_data)
+    merged = deep_merge(_yield_to(profile_overrides(flow, chosen), file_data), file_data)
+    merged = deep_merge(_yield_to(merged, set_data), set_data)
     merged["profile"] = chosen
     try:
         return model.model_validate(merged)

@@ -84,3 +84,26 @@ def test_set_reaches_into_candidate_overrides_and_merges_with_the_profile() -> N
     cfg = resolve_config("defect", profile="quick", sets=sets)
     override = cfg.train.candidate_overrides["efficientnet_lite0"]
     assert override["image_size"] == 160 and override["epochs"] == 6  # the profile's other overrides stay
+
+
+def test_a_train_key_set_by_the_user_reaches_every_candidate_over_the_profiles_overrides(tmp_path: Path) -> None:
+    quick = resolve_config("defect", profile="quick")
+    assert quick.train.candidate_recipe("efficientnet_lite0").epochs == 6  # the profile's per-candidate recipe
+    cfg = resolve_config("defect", profile="quick", sets=["train.epochs=3"])
+    lite0 = cfg.train.candidate_recipe("efficientnet_lite0")
+    assert lite0.epochs == 3 and lite0.image_size == 128 and lite0.lr == 1e-3  # only the key the user set moved
+    # a config file's train key counts the same, and a --set candidate override still beats it
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 4\n")
+    cfg = resolve_config(
+        "defect", profile="quick", config_file=path, sets=["train.candidate_overrides.efficientnet_lite0.epochs=5"]
+    )
+    assert cfg.train.candidate_recipe("efficientnet_lite0").epochs == 5
+    assert (
+        resolve_config("defect", profile="quick", config_file=path).train.candidate_recipe("efficientnet_lite0").epochs
+        == 4
+    )
+    # a run's own config.yaml (every key written out) reproduces that run's recipe
+    path.write_text(config_to_yaml(quick))
+    again = resolve_config("defect", config_file=path).train.candidate_recipe("efficientnet_lite0")
+    assert again.epochs == 6 and again.image_size == 128
