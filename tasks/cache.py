@@ -239,31 +239,35 @@ class StageCache:
         return entry_problem(self.path(stage, key))
 
     @contextmanager
-    def build(self, stage: str, key: str) -> Iterator[Path]:
+    def build(self, stage: str, key: str, *, replace: bool = False) -> Iterator[Path]:
         """Yield an empty temporary folder; on success it becomes the entry, on failure it is removed.
 
         The completion marker with every file's checksum is written last, so whatever the caller writes into the
         folder (``summary.json`` included) must be complete when the ``with`` block ends. A full disk, in the
-        caller's writes or in the marker's, raises ``DiskFullError`` naming ``cache/<stage>``.
+        caller's writes or in the marker's, raises ``DiskFullError`` naming ``cache/<stage>``. An intact entry that
+        another run completed meanwhile is kept (same key, same content) unless ``replace`` (``--refresh``: the
+        user asked for new outputs, which may differ, e.g. trained with another thread count).
         """
         final = self.path(stage, key)
         tmp = final.parent / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        old = final.parent / f".old-{key}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir(parents=True)
             yield tmp
             write_marker(tmp, stage, key)
-            if final.exists() and entry_problem(final) is None:
-                return  # another run completed the same entry meanwhile (same key, same content): keep it
+            if not replace and final.exists() and entry_problem(final) is None:
+                return
             if final.exists():
-                shutil.rmtree(final)
+                os.replace(final, old)  # out of the way in one step; removed below
             os.replace(tmp, final)
         except (OSError, RuntimeError) as exc:
             if not is_disk_full(exc, final.parent):
                 raise
             raise DiskFullError(disk_full_message(final.parent, written=_folder_bytes(tmp))) from exc
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            for leftover in (tmp, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -360,7 +364,7 @@ def run_stage(
                 hit = _reuse(cache, stage, key)
                 if hit is not None:
                     return hit
-            with cache.build(stage, key) as tmp:
+            with cache.build(stage, key, replace=refresh) as tmp:
                 summary = build(tmp)
                 summary["seconds"] = time.perf_counter() - start
                 (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -63,6 +63,18 @@ def test_intact_entry_is_reused_without_building(tmp_path: Path) -> None:
     assert build.calls == 1 and again.cached and again.summary == first.summary
 
 
+def test_refresh_replaces_an_intact_entry_with_the_new_outputs(tmp_path: Path) -> None:
+    # --refresh asks for new outputs, which may differ (another thread count changes float sums): they must land
+    cache = StageCache(tmp_path)
+    run_stage(cache, "train", "k", Builder({"weights.pt": b"old"}))
+    fresh = Builder({"weights.pt": b"new", "extra.txt": b"1"})
+    result = run_stage(cache, "train", "k", fresh, refresh=True)
+    assert fresh.calls == 1 and not result.cached
+    assert (result.dir / "weights.pt").read_bytes() == b"new" and (result.dir / "extra.txt").exists()
+    assert entry_problem(result.dir) is None
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["k"]  # no .tmp-/.old- folder left
+
+
 def test_a_large_file_rewritten_with_the_same_size_is_caught_by_its_new_mtime(tmp_path: Path) -> None:
     cache = StageCache(tmp_path)
     big = HASH_ON_REUSE_MAX_BYTES + 1
