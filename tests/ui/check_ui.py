@@ -34,8 +34,14 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from flows.commands.server import free_port, start_server  # noqa: E402
 
 BROKEN_IMAGES_JS = "[...document.images].filter(i => i.complete && i.naturalWidth === 0).map(i => i.src.slice(0, 80))"
-CARDS_JS = """[...document.querySelectorAll('[class*="artifact" i]')].filter(e => e.offsetParent !== null)
-  .map(e => e.innerText.trim()).filter(t => t.length < 2)"""
+#: Artifact cards (the element with the ``artifact-card`` class, not the page's other ``*artifact*`` containers such
+#: as its empty button groups) whose description, the part vigil writes, is missing or blank: their titles.
+CARDS_JS = """[...document.querySelectorAll('.artifact-card')].filter(e => e.offsetParent !== null)
+  .filter(e => { const d = e.querySelector('[class*="artifact-card__description"]');
+                 return !d || d.innerText.trim().length < 2; })
+  .map(e => { const t = e.querySelector('[class*="artifact-card__title"]'); return t ? t.innerText.trim() : ''; })"""
+#: How many artifact cards the page shows: none at all is a failure too (the tab would look "clean" while empty).
+N_CARDS_JS = """[...document.querySelectorAll('.artifact-card')].filter(e => e.offsetParent !== null).length"""
 CLICK_TAB_JS = """(() => { const tab = [...document.querySelectorAll('*')]
   .find(e => e.children.length === 0 && e.textContent.trim() === 'Artifacts');
   if (tab) { (tab.closest('button, a, [role="tab"]') || tab).click(); return true; } return false; })()"""
@@ -181,6 +187,10 @@ def main() -> int:
             if not clicked:
                 problems.append(f"{flow_run_url}: no Artifacts tab found")
             problems += [f"UI: empty artifact card {t!r}" for t in browser.evaluate(CARDS_JS) or []]
+            n_cards = browser.evaluate(N_CARDS_JS) or 0
+            print(f"check-ui: {n_cards} artifact cards on the flow run's Artifacts tab")
+            if not n_cards:
+                problems.append(f"{flow_run_url}: the Artifacts tab shows no artifact card")
             for text in browser.evaluate(CARD_TEXTS_JS) or []:
                 print(f"check-ui: artifact element: {text}")
             problems += [f"UI: broken image {src}" for src in browser.evaluate(BROKEN_IMAGES_JS) or []]
