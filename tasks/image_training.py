@@ -114,6 +114,9 @@ def _arm_summary(cfg: TrainConfig, output: TrainOutput, table: pd.DataFrame, see
         "epochs_run": fit.epochs_run,
         "stopped_early": fit.stopped_early,
         "resumed_from_epoch": fit.resumed_from_epoch,
+        # CPU threads per epoch (load-aware unless train.threads): another count sums in another order, so a rerun
+        # agrees bit for bit only with the same counts; this says which
+        "threads": list(getattr(fit, "threads", []) or []),
         "n_parameters": output.n_parameters,
         "n_train_real": int(((split == "train") & ~synth_mask).sum()),
         "n_train_synthetic": int(((split == "train") & synth_mask).sum()),
