@@ -147,8 +147,7 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
     # Two pre-trained candidates, chosen between on validation: frozen EfficientNet-Lite0 features + an SVM (kernel
     # and C cross-validated on train) at 160 px (cheap: one forward pass per image), and Lite0 fine-tuned at 128 px
     # for 6 epochs (fp32 NHWC: bf16 autocast made its depthwise convolutions slower on this CPU, 1.8 vs 1.35 s per
-    # batch at 160 px) with label smoothing 0.1 (the best of four fine-tune recipes on seed 0's validation split;
-    # BENCHMARKS.md lists them).
+    # batch at 160 px).
     # The from-scratch resnet_fast alone took ~4.5 min here and reached 0.80 accuracy: it is the `full` profile's.
     "quick": {
         "train": {
@@ -158,7 +157,6 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
                 "efficientnet_lite0": {
                     "image_size": 128,
                     "lr": 1e-3,
-                    "label_smoothing": 0.1,
                     "epochs": 6,
                     "patience": None,
                     "amp_cpu": False,
