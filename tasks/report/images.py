@@ -55,6 +55,17 @@ def _ok(stages: dict[str, StageResult], name: str) -> StageResult | None:
     return st if st is not None and not st.error else None
 
 
+def chosen_arm(train: StageResult, evaluation: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """The shipped candidate's fit facts and cache folder: the train record is the *first* candidate's (listing all
+    under ``candidates``), so without this the report would describe e.g. the SVM probe's one "epoch" beside the
+    name of the fine-tune that was chosen on validation."""
+    chosen = (evaluation.get("selection") or {}).get("model")
+    arm = (train.summary.get("candidates") or {}).get(chosen)
+    if not arm:
+        return train.summary, train.dir
+    return arm, Path(arm["path"])
+
+
 def read_evaluation(stages: dict[str, StageResult]) -> dict[str, Any]:
     """The evaluate stage's ``evaluation.json`` (test and baseline metrics, ROC points, worst errors), or {}."""
     evaluate = _ok(stages, "evaluate")
@@ -84,7 +95,7 @@ def build_metrics(
     n["quarantined"] = int(len(collect_quarantine(stages)))
     metrics["n"] = n
     if train := _ok(stages, "train"):
-        s = train.summary
+        s, _ = chosen_arm(train, evaluation or {})
         metrics["train"] = {k: s.get(k) for k in ("model", "device", "best_epoch", "epochs_run", "n_parameters")}
     if evaluation:
         metrics["test"] = evaluation["test"]
@@ -233,12 +244,12 @@ def _test_sections(
         doc.add("Most confident errors (test)", img_tag(worst, "worst errors"))
 
 
-def _training_section(doc: ReportDoc, train: StageResult) -> None:
-    history = json.loads((train.dir / "history.json").read_text())
+def _training_section(doc: ReportDoc, train: StageResult, evaluation: dict[str, Any]) -> None:
+    s, folder = chosen_arm(train, evaluation)
+    history = json.loads((folder / "history.json").read_text())
     if not history or all(h.get("train_loss") is None for h in history):  # a linear probe has no epochs
         return
     curves = plot_learning_curves(history)
-    s = train.summary
     doc.add(
         "Training",
         f"<p>{html.escape(str(s['model']))} ({s['n_parameters']:,} parameters) on {s['device']}; "
@@ -330,7 +341,7 @@ def report_body(
     if "test" in metrics:
         _test_sections(doc, metrics, evaluation, comparison, threshold_metric)
     if train := _ok(stages, "train"):
-        _training_section(doc, train)
+        _training_section(doc, train, evaluation or {})
     if "synthetic" in metrics:
         _synthetic_section(doc, metrics, stages["synth"])
     if "explain" in metrics:

@@ -11,6 +11,7 @@ from conftest import write_part_folder
 
 from flows.config import resolve_config
 from flows.defect_detection import defect_detection
+from tasks.image_classifier import load_model
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, data_root: Path, sets: list[str]) -> tuple[object, Path]:
@@ -21,7 +22,12 @@ def _run(monkeypatch: pytest.MonkeyPatch, data_root: Path, sets: list[str]) -> t
 
 def test_candidates_are_scored_and_the_primary_is_chosen_on_validation(prefect_harness, tmp_path, monkeypatch) -> None:
     root = write_part_folder(tmp_path / "parts", n_per_class=20)
-    sets = [f"ingest.path={root}", "train.candidates=[resnet_tiny,squeezenet_tiny]", "train.epochs=2"]
+    sets = [
+        f"ingest.path={root}",
+        "train.candidates=[resnet_tiny,squeezenet_tiny]",
+        "train.epochs=2",
+        "train.candidate_overrides.squeezenet_tiny.epochs=3",
+    ]
     state, run_dir = _run(monkeypatch, tmp_path / "vd", sets)
     assert state.is_completed(), state.message
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -39,6 +45,12 @@ def test_candidates_are_scored_and_the_primary_is_chosen_on_validation(prefect_h
     assert model["arch"] == sel["model"]
     html = (run_dir / "report.html").read_text()
     assert "Candidates" in html and "(chosen)" in html
+    # the fit facts and learning curves are the chosen candidate's, not the first listed one's
+    assert m["train"]["model"] == sel["model"]
+    assert m["train"]["epochs_run"] == {"resnet_tiny": 2, "squeezenet_tiny": 3}[sel["model"]]
+    shipped, _ = load_model(run_dir / "model.pt")
+    assert m["train"]["n_parameters"] == sum(p.numel() for p in shipped.parameters())
+    assert f"{sel['model']} ({m['train']['n_parameters']:,} parameters)" in html
 
 
 def test_report_says_when_the_baseline_beats_the_chosen_model(prefect_harness, tmp_path, monkeypatch) -> None:
