@@ -243,6 +243,25 @@ class SynthConfig(_SynthCommon):
     gain_image_size: int | None = Field(
         None, ge=32, le=1024, description="Image size of the comparison's arms; None: train.image_size."
     )
+    gain_model: str | None = Field(
+        None,
+        description="Model of the comparison's arms and of TSTR, e.g. efficientnet_lite0+svm (frozen ImageNet "
+        "features + an SVM: one forward pass per image instead of epochs); None: the chosen candidate's.",
+    )
+    real_only_headline: bool = Field(
+        True,
+        description="Also train the chosen candidate's own recipe on real images only (synthetic.real_only): one "
+        "more headline training, free when a run without synth already cached it. Off: the paired arms alone "
+        "answer whether the samples help, and their real-only arm of the run's seed embeds the images for the "
+        "C2ST and copy checks.",
+    )
+
+    @field_validator("gain_model")
+    @classmethod
+    def _known_gain_model(cls, name: str | None) -> str | None:
+        if name is not None and name not in image_candidates():
+            raise ValueError(f"unknown synth.gain_model {name!r}; known: {', '.join(image_candidates())}")
+        return name
 
     @field_validator("image_size")
     @classmethod

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 
@@ -42,6 +44,25 @@ def write_part_folder(
             s = size + (i % 3) * 8
             cv2.imwrite(str(d / f"{name}_{i:03d}.png"), part_image(rng, s, defect=ci == 1, bits=bits))
     return root
+
+
+def split_table(
+    root: Path, make_image: Callable[[np.random.Generator, bool], np.ndarray], n_per_class: int = 8
+) -> pd.DataFrame:
+    """A split table of real PNGs drawn by ``make_image(rng, defect)``: half of each class train, a quarter val, a
+    quarter test, in the label stage's columns."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, name in enumerate(("good", "crack")):
+        for i in range(n_per_class):
+            path = root / f"{name}_{i}.png"
+            cv2.imwrite(str(path), make_image(rng, label == 1))
+            split = "train" if i < n_per_class // 2 else ("val" if i < 3 * n_per_class // 4 else "test")
+            rows.append(
+                {"sample_id": f"{name}-{i}", "path": str(path), "label": label, "split": split, "weight": 1.0}
+                | {"stratum": "", "group": "", "synthetic": False, "class_name": name, "grey": True}
+            )
+    return pd.DataFrame(rows)
 
 
 def add_bad_files(class_dir: Path) -> dict[str, Path]:

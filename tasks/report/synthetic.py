@@ -40,6 +40,7 @@ SYNTHETIC_KEYS = (
     "tstr_balanced_accuracy",
     "gain_mean",
     "gain_sd",
+    "gain_ci95",
     "c2st_accuracy",
     "c2st_reference",
     "nn_copy_rate",
@@ -49,6 +50,8 @@ _SYNTHETIC_MEANING = {
     "tstr_balanced_accuracy": "trained on synthetic only, tested on real (0.5 = no class information)",
     "gain_mean": "real + synthetic minus real only, mean over seeds (0.02 = two points)",
     "gain_sd": "standard deviation of that gain over seeds",
+    "gain_ci95": "95 % paired-bootstrap interval of gain_mean over the test images (one resample for every arm): "
+    "the test set's noise, all there is when the arms do not vary with the seed",
     "c2st_accuracy": "real (train) vs synthetic told apart by a classifier, same class mix (0.5 = indistinguishable)",
     "c2st_reference": "the same test on real validation vs real train samples: how far apart two real sets are",
     "nn_copy_rate": "synthetic samples at most as close to a real training sample as the closest distinct real "
@@ -65,9 +68,17 @@ def synthetic_metrics(usefulness: StageResult, synth: StageResult | None) -> dic
     return synthetic
 
 
+def _cell(value: Any) -> str:
+    """A value of the measures table: an interval as ``[lo, hi]`` with 4 decimals, anything else by :func:`fmt`."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+        return f"[{value[0]:.4f}, {value[1]:.4f}]"
+    return fmt(value)
+
+
 def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[str, str, list[str]]:
     """HTML and markdown for the synthetic-data section: verdict, the numbers, C2ST per class, per-seed table, plot."""
-    rows = [{"measure": k, "value": fmt(synthetic.get(k)), "meaning": _SYNTHETIC_MEANING[k]} for k in SYNTHETIC_KEYS]
+    shown = [k for k in SYNTHETIC_KEYS if k != "gain_ci95" or synthetic.get(k)]  # EEG arms carry no interval
+    rows = [{"measure": k, "value": _cell(synthetic.get(k)), "meaning": _SYNTHETIC_MEANING[k]} for k in shown]
     rows.append(
         {
             "measure": "frechet_distance_vigil_features",
@@ -83,11 +94,17 @@ def synthetic_section(synthetic: dict[str, Any], extra_html: str = "") -> tuple[
         {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in synthetic.get("per_seed", [])
     ]
     recipe = synthetic.get("gain_recipe", {})
+    real_only = (
+        "the real-only model's are under synthetic.real_only in metrics.json"
+        if synthetic.get("real_only")
+        else "no real-only copy of that recipe was trained (synth.real_only_headline=false), so the paired "
+        "comparison arms below are the answer"
+    )
     text = (
         f"<p><b>{html.escape(str(synthetic.get('verdict', '')))}</b>. {synthetic.get('n_added', 0)} synthetic "
         f"samples added ({html.escape(str(synthetic.get('classes')))} classes, ratio {synthetic.get('ratio')}); "
         f"comparison arms: {html.escape(json.dumps(recipe))}. The headline test metrics are the real + synthetic "
-        "model's; the real-only model's are under synthetic.real_only in metrics.json.</p>"
+        f"model's; {real_only}.</p>"
     )
     gain = plot_gain(synthetic["per_seed"]) if synthetic.get("per_seed") else None
     tables = html_table(rows) + (html_table(by_class) if by_class else "") + html_table(seeds)

@@ -15,12 +15,14 @@ functions so the tests can feed them hand-made point clouds.
   and on the raw pixels or signal samples.
 - :func:`frechet_distance`: the FID formula (Heusel et al., 2017) on vigil's own features, *not* comparable to
   published FIDs.
-- :func:`gain_summary`: the paired real-only vs real + synthetic comparison over seeds.
+- :func:`gain_summary`: the paired real-only vs real + synthetic comparison over seeds, with
+  :func:`paired_bootstrap_gain`'s interval over the test items when the arms' predictions are at hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -218,12 +220,73 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(value, 0.0)
 
 
-def gain_summary(real_only: list[float], with_synthetic: list[float], seeds: list[int]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ArmScore:
+    """One arm's test score, with its per-item labels and predictions when the arm has them (image arms do), so
+    the gain's interval can resample the test items."""
+
+    value: float
+    y_true: np.ndarray | None = None
+    y_pred: np.ndarray | None = None
+
+
+def _balanced_accuracy_rows(weights: np.ndarray, y_true: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of one arm under each row of item ``weights`` (bootstrap counts), ``(B,)``.
+
+    Classes a resample leaves out are skipped, as scikit-learn's ``balanced_accuracy_score`` does.
+    """
+    onehot = (y_true[:, None] == np.unique(y_true)[None, :]).astype(np.float64)  # (N, C)
+    hits = weights @ (onehot * correct[:, None])
+    totals = weights @ onehot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(totals > 0, hits / totals, np.nan), axis=1)
+
+
+def paired_bootstrap_gain(
+    y_true: np.ndarray,
+    real_preds: list[np.ndarray],
+    synth_preds: list[np.ndarray],
+    seed: int,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> list[float]:
+    """Percentile interval of the mean (over seeds) balanced-accuracy gain, resampling the test items.
+
+    Every arm predicted the same test items, so one resample of those items is applied to all of them (a paired
+    bootstrap): the interval covers the test set's sampling noise, which the seed-to-seed sd does not, and which
+    is all there is when the arms do not depend on the seed (a frozen-feature probe).
+    """
+    y = np.asarray(y_true)
+    if not real_preds or len(real_preds) != len(synth_preds):
+        raise ValueError(f"paired_bootstrap_gain needs one prediction per seed in each arm; got {len(real_preds)} "
+                         f"and {len(synth_preds)}")  # fmt: skip
+    for pred in (*real_preds, *synth_preds):
+        if np.asarray(pred).shape != y.shape:
+            raise ValueError(
+                f"paired_bootstrap_gain: predictions of shape {np.asarray(pred).shape} for {y.shape} items"
+            )
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(y), size=(n_boot, len(y)))
+    weights = np.stack([np.bincount(row, minlength=len(y)) for row in draws]).astype(np.float64)
+    gains = np.zeros(n_boot)
+    for real, synth in zip(real_preds, synth_preds, strict=True):
+        gains += _balanced_accuracy_rows(weights, y, np.asarray(synth) == y)
+        gains -= _balanced_accuracy_rows(weights, y, np.asarray(real) == y)
+    gains /= len(real_preds)
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(gains, tail)), float(np.percentile(gains, 100 - tail))]
+
+
+def gain_summary(
+    real_only: list[float], with_synthetic: list[float], seeds: list[int], ci95: list[float] | None = None
+) -> dict[str, Any]:
     """Paired gain of adding synthetic data, per seed and as mean ± sd, with a sentence for the report.
 
     A seed's gain is its real + synthetic score minus its real-only score (same split, same seed, same recipe).
-    The verdict says "helped" or "hurt" only when the mean gain exceeds the seed-to-seed standard deviation;
-    with a handful of seeds anything smaller is indistinguishable from training noise.
+    The verdict says "helped" or "hurt" only when the mean gain exceeds the seed-to-seed standard deviation
+    (with a handful of seeds anything smaller is indistinguishable from training noise) and, when ``ci95`` (the
+    test-item bootstrap interval of :func:`paired_bootstrap_gain`) is given, that interval excludes 0: arms that do
+    not depend on the seed have sd 0, and only the test set's noise is left to judge them by.
     """
     if not (len(real_only) == len(with_synthetic) == len(seeds)) or not seeds:
         raise ValueError(
@@ -234,18 +297,23 @@ def gain_summary(real_only: list[float], with_synthetic: list[float], seeds: lis
     mean = float(gains.mean())
     sd = float(gains.std(ddof=1)) if len(gains) > 1 else 0.0
     points = 100.0 * mean
-    if len(gains) > 1 and mean > sd:
-        verdict = f"synthetic data helped by {points:.1f} points (sd {100 * sd:.1f} over {len(gains)} seeds)"
-    elif len(gains) > 1 and -mean > sd:
-        verdict = f"synthetic data hurt by {-points:.1f} points (sd {100 * sd:.1f} over {len(gains)} seeds)"
+    spread = f"sd {100 * sd:.1f} over {len(gains)} seed{'s' if len(gains) != 1 else ''}"
+    if len(gains) > 1 and sd == 0.0:
+        spread += " (the arms do not vary with the seed)"
+    if ci95 is not None:
+        spread += f"; 95 % interval over test images [{100 * ci95[0]:+.1f}, {100 * ci95[1]:+.1f}]"
+    helped = len(gains) > 1 and mean > sd and (ci95 is None or ci95[0] > 0)
+    hurt = len(gains) > 1 and -mean > sd and (ci95 is None or ci95[1] < 0)
+    if helped:
+        verdict = f"synthetic data helped by {points:.1f} points ({spread})"
+    elif hurt:
+        verdict = f"synthetic data hurt by {-points:.1f} points ({spread})"
     else:
-        verdict = (
-            f"synthetic data did not help measurably: {points:+.1f} points, sd {100 * sd:.1f} over "
-            f"{len(gains)} seed{'s' if len(gains) != 1 else ''}"
-        )
+        verdict = f"synthetic data did not help measurably: {points:+.1f} points, {spread}"
     return {
         "gain_mean": mean,
         "gain_sd": sd,
+        "gain_ci95": ci95,
         "n_seeds": len(seeds),
         "per_seed": [
             {"seed": int(s), "real_only": float(r), "real_plus_synthetic": float(w), "gain": float(g)}
@@ -255,14 +323,31 @@ def gain_summary(real_only: list[float], with_synthetic: list[float], seeds: lis
     }
 
 
-def paired_gain(score: Callable[[int, bool], float], seeds: list[int]) -> dict[str, Any]:
-    """Run both arms per seed (``score(seed, with_synthetic)`` trains and scores one) and summarise the gain."""
-    real_only: list[float] = []
-    with_synthetic: list[float] = []
+def paired_gain(score: Callable[[int, bool], float | ArmScore], seeds: list[int]) -> dict[str, Any]:
+    """Run both arms per seed (``score(seed, with_synthetic)`` trains and scores one) and summarise the gain.
+
+    When every arm returns an :class:`ArmScore` with its test predictions, the gain also gets a paired bootstrap
+    interval over the test items (seeded by the first seed).
+    """
+    real_only: list[ArmScore] = []
+    with_synthetic: list[ArmScore] = []
     for s in seeds:
-        real_only.append(score(s, False))
-        with_synthetic.append(score(s, True))
-    return gain_summary(real_only, with_synthetic, seeds)
+        real_only.append(_as_arm_score(score(s, False)))
+        with_synthetic.append(_as_arm_score(score(s, True)))
+    arms = real_only + with_synthetic
+    ci95 = None
+    if all(a.y_pred is not None and a.y_true is not None for a in arms):
+        y_true = arms[0].y_true
+        if any(not np.array_equal(a.y_true, y_true) for a in arms):
+            raise ValueError("paired_gain: the arms were scored on different test items; the gain is not paired")
+        ci95 = paired_bootstrap_gain(
+            y_true, [a.y_pred for a in real_only], [a.y_pred for a in with_synthetic], seed=seeds[0]
+        )
+    return gain_summary([a.value for a in real_only], [a.value for a in with_synthetic], seeds, ci95)
+
+
+def _as_arm_score(result: float | ArmScore) -> ArmScore:
+    return result if isinstance(result, ArmScore) else ArmScore(float(result))
 
 
 def synthetic_measures(

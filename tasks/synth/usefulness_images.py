@@ -3,9 +3,10 @@
 Four measurements, all reported under ``synthetic.*`` in metrics.json:
 
 - **gain**: real-only vs real + synthetic training, paired by seed (same split, same augmentation, same recipe),
-  over ``synth.seeds`` seeds; mean ± sd of the difference in test balanced accuracy. Every arm is a train-stage
-  entry in the cache, so the arm with the run's seed and the headline recipe *is* the headline training, and a
-  real-only arm reuses a training that an earlier run without synth already did;
+  over ``synth.seeds`` seeds; mean ± sd of the difference in test balanced accuracy, and a paired bootstrap
+  interval over the test images (``gain_ci95``: the only spread left when the arms do not depend on the seed).
+  Every arm is a train-stage entry in the cache, so the arm with the run's seed and the headline recipe *is* the
+  headline training, and a real-only arm reuses a training that an earlier run without synth already did;
 - **TSTR** (train on synthetic, test on real; Esteban et al., 2017): the classifier trained on synthetic images
   only, validated and tested on real ones — how much class information the samples carry;
 - **C2ST** and **copy rate** in the feature space of the real-only classifier (one that never saw a synthetic
@@ -15,7 +16,9 @@ Four measurements, all reported under ``synthetic.*`` in metrics.json:
 - a Fréchet distance in the same feature space (vigil's features, not Inception's: not comparable to FIDs).
 
 The comparison may use a cheaper recipe than the headline training (``synth.gain_epochs``,
-``synth.gain_image_size``) so that ``2 x seeds`` trainings fit a 2-core budget; the report says which.
+``synth.gain_image_size``, ``synth.gain_model``) so that ``2 x seeds`` trainings fit a 2-core budget; the report says
+which. ``synth.real_only_headline=false`` skips the real-only copy of the headline training (``real_only`` is then
+null) and embeds with the comparison's real-only arm of the run's seed instead.
 
 The experiment belongs to the synth stage (it judges the synth stage's output) but runs after training and
 evaluation: it takes the headline recipe from the train stage's record and the threshold metric from the evaluate
@@ -43,7 +46,7 @@ from tasks.image_io import load_image
 from tasks.image_scoring import evaluate_classifier
 from tasks.image_training import synthetic_selection, train_arm
 from tasks.rundir import RunContext
-from tasks.synth.usefulness import paired_gain, synthetic_measures
+from tasks.synth.usefulness import ArmScore, paired_gain, synthetic_measures
 from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
 
 #: The measurements the stage record's summary carries (synthetic.json has them all).
@@ -51,13 +54,15 @@ SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy
 
 
 def gain_recipe(headline: TrainConfig, cfg: SynthConfig) -> TrainConfig:
-    """The recipe of the comparison's arms: the headline one, with ``synth.gain_epochs`` / ``gain_image_size``."""
-    return headline.model_copy(
-        update={
-            "epochs": cfg.gain_epochs or headline.epochs,
-            "image_size": cfg.gain_image_size or headline.image_size,
-        }
-    )
+    """The recipe of the comparison's arms: the headline one, with ``synth.gain_epochs`` / ``gain_image_size``, and
+    ``synth.gain_model`` in place of the headline model (its ``model_kwargs`` dropped: they were the headline's)."""
+    update: dict[str, Any] = {
+        "epochs": cfg.gain_epochs or headline.epochs,
+        "image_size": cfg.gain_image_size or headline.image_size,
+    }
+    if cfg.gain_model and cfg.gain_model != headline.model:
+        update |= {"model": cfg.gain_model, "model_kwargs": {}}
+    return TrainConfig.model_validate({**headline.model_dump(), **update})
 
 
 @dataclass
@@ -89,6 +94,19 @@ class _Arms:
 
     def score(self, result: StageResult) -> dict[str, Any]:
         """Test metrics of a trained arm, its threshold chosen on validation like the headline model's."""
+        return self._scored(result)[0]
+
+    def arm_score(self, result: StageResult) -> ArmScore:
+        """Test balanced accuracy of an arm with its per-image labels and decisions (sorted by sample id, so every
+        arm lists the test images in one order) for the gain's paired bootstrap."""
+        test, rows = self._scored(result)
+        rows = rows.sort_values("sample_id", kind="stable")
+        proba = rows[[c for c in rows.columns if c.startswith("prob_")]].to_numpy()
+        y_pred = (proba[:, 1] >= test["threshold"]).astype(np.int64) if proba.shape[1] == 2 else proba.argmax(1)
+        return ArmScore(float(test["balanced_accuracy"]), rows["label"].to_numpy().astype(np.int64), y_pred)
+
+    def _scored(self, result: StageResult) -> tuple[dict[str, Any], pd.DataFrame]:
+        """(test metrics, the arm's test prediction rows)."""
         if result.error:
             raise StageError(result.error)
         predictions = pd.read_csv(result.dir / "predictions.csv", dtype={"sample_id": str})
@@ -96,7 +114,7 @@ class _Arms:
         test, _, _ = evaluate_classifier(
             predictions, self.table, class_names, threshold_metric=self.threshold_metric, worst_k=0
         )
-        return test
+        return test, predictions[predictions["split"] == "test"]
 
 
 def _pixels(paths: list[str], size: int, channels: int) -> np.ndarray:
@@ -140,28 +158,36 @@ def _measure_usefulness(
     real_train = gan_training_rows(arms.table)
     all_rows = synthetic_rows(manifest, real_train["label"].to_numpy().astype(np.int64), "all", 1.0)
 
-    real_main = arms.train(headline, seed, "real-only")
-    real_only = arms.score(real_main)
+    real_main = arms.train(headline, seed, "real-only") if cfg.real_only_headline else None
+    real_only = arms.score(real_main) if real_main is not None else None
     recipe = gain_recipe(headline, cfg)
+    real_arms: dict[int, StageResult] = {}
 
-    def gain_arm(arm_seed: int, with_synthetic: bool) -> float:
+    def gain_arm(arm_seed: int, with_synthetic: bool) -> ArmScore:
         if with_synthetic:
             result = arms.train(recipe, arm_seed, f"gain-synth-{arm_seed}", synthetic=rows, synthetic_key=rows_key)
         else:
-            result = arms.train(recipe, arm_seed, f"gain-real-{arm_seed}")
-        return arms.score(result)["balanced_accuracy"]
+            result = real_arms[arm_seed] = arms.train(recipe, arm_seed, f"gain-real-{arm_seed}")
+        return arms.arm_score(result)
 
     gain = paired_gain(gain_arm, [seed + i for i in range(cfg.seeds)])
     tstr_key = {"key": synth.key, "classes": "all", "weight": 1.0}
     tstr = arms.score(arms.train(recipe, seed, "tstr", synthetic=all_rows, synthetic_key=tstr_key, synthetic_only=True))
-    arms.logger.info("synth-usefulness: embedding real and synthetic images with the real-only model")
-    measures = _distribution_measures(arms, real_main.dir / "weights.pt", real_train, manifest, synth, seed)
+    # The embedder never saw a synthetic image: the real-only headline model, or else the comparison's own
+    # real-only arm of the run's seed.
+    embedder, embedder_recipe = (real_main, headline) if real_main is not None else (real_arms[seed], recipe)
+    arms.logger.info(
+        "synth-usefulness: embedding real and synthetic images with the real-only %s",
+        embedder_recipe.model,
+    )
+    measures = _distribution_measures(arms, embedder.dir / "weights.pt", real_train, manifest, synth, seed)
     return {
         "tstr_balanced_accuracy": tstr["balanced_accuracy"],
         "tstr_accuracy": tstr["accuracy"],
         **gain,
         **measures,
-        "feature_space": f"pre-logit features of the real-only {headline.model} (not Inception)",
+        "feature_space": f"pre-logit features of the real-only {embedder_recipe.model} at "
+        f"{embedder_recipe.image_size} px (not Inception)",
         "gain_recipe": {"epochs": recipe.epochs, "image_size": recipe.image_size, "model": recipe.model},
         "ratio": cfg.ratio,
         "classes": cfg.classes,

@@ -232,6 +232,26 @@ def test_synth_on_measures_usefulness_and_reuses_the_real_only_training(prefect_
     assert "Synthetic data (GAN)" in html and syn["verdict"] in html
 
 
+@pytest.mark.slow
+def test_synth_with_a_named_cheaper_comparison_and_no_real_only_headline(
+    prefect_harness, tmp_path, monkeypatch
+) -> None:
+    """The quick profile's shape: the arms and TSTR train a frozen-feature probe, no real-only copy of the
+    headline training, and the images are embedded by the comparison's real-only arm of the run's seed."""
+    root = write_part_folder(tmp_path / "parts", n_per_class=16)
+    sets = [f"ingest.path={root}", "synth.enabled=true", "synth.real_only_headline=false"]
+    sets += ["synth.gain_model=efficientnet_lite0+svm", "synth.gain_image_size=32", "synth.seeds=2"]
+    state, run_dir = _run(monkeypatch, tmp_path / "vd", sets)
+    assert state.is_completed(), state.message
+    syn = json.loads((run_dir / "metrics.json").read_text())["synthetic"]
+    assert syn["real_only"] is None
+    assert [a["arm"] for a in syn["arms"]] == ["gain-real-0", "gain-synth-0", "gain-real-1", "gain-synth-1", "tstr"]
+    assert syn["gain_recipe"]["model"] == "efficientnet_lite0+svm" and syn["gain_recipe"]["image_size"] == 32
+    assert syn["feature_space"].startswith("pre-logit features of the real-only efficientnet_lite0+svm at 32 px")
+    assert 0.0 <= syn["c2st_accuracy"] <= 1.0 and [r["seed"] for r in syn["per_seed"]] == [0, 1]
+    assert "synth.real_only_headline=false" in (run_dir / "report.html").read_text()
+
+
 def test_case_variant_labels_same_stems_and_three_groups_run_end_to_end(prefect_harness, tmp_path, monkeypatch) -> None:
     """Issue 10: `Good` x8 + `good` x32 train as one negative class (with a warning in the report), `x.png` and
     `x.jpg` are two samples, and a manifest with only 3 groups still splits (one whole group in test)."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import part_image
+from conftest import part_image, split_table
 
 import tasks.image_classifier as classifier
 from tasks.config import AugmentConfig, TrainConfig
@@ -17,19 +16,8 @@ from tasks.image_augmentation import build_pipeline
 
 
 def _table(root: Path, n_per_class: int = 8) -> pd.DataFrame:
-    """A split table of real PNGs: half of each class train, a quarter val, a quarter test."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for label, name in enumerate(("good", "crack")):
-        for i in range(n_per_class):
-            path = root / f"{name}_{i}.png"
-            cv2.imwrite(str(path), part_image(rng, 40, defect=label == 1))
-            split = "train" if i < n_per_class // 2 else ("val" if i < 3 * n_per_class // 4 else "test")
-            rows.append(
-                {"sample_id": f"{name}-{i}", "path": str(path), "label": label, "split": split, "weight": 1.0}
-                | {"stratum": "", "group": "", "synthetic": False, "class_name": name, "grey": True}
-            )
-    return pd.DataFrame(rows)
+    """Real 40 px PNGs in a split table."""
+    return split_table(root, lambda rng, defect: part_image(rng, 40, defect=defect), n_per_class)
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import part_image
+from conftest import part_image, split_table
 
 import tasks.image_classifier as classifier
 from tasks.compress.images import compress_data, image_metadata
@@ -30,19 +30,8 @@ def wide_part(rng: np.random.Generator, defect: bool, n_squares: int = 4) -> np.
 
 
 def _table(root: Path, n_per_class: int = 8) -> pd.DataFrame:
-    """A split table of real wide PNGs: half of each class train, a quarter val, a quarter test."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for label, name in enumerate(("good", "crack")):
-        for i in range(n_per_class):
-            path = root / f"{name}_{i}.png"
-            cv2.imwrite(str(path), wide_part(rng, defect=label == 1))
-            split = "train" if i < n_per_class // 2 else ("val" if i < 3 * n_per_class // 4 else "test")
-            rows.append(
-                {"sample_id": f"{name}-{i}", "path": str(path), "label": label, "split": split, "weight": 1.0}
-                | {"stratum": "", "group": "", "synthetic": False, "class_name": name, "grey": True}
-            )
-    return pd.DataFrame(rows)
+    """Real wide PNGs (:func:`wide_part`) in a split table."""
+    return split_table(root, lambda rng, defect: wide_part(rng, defect=defect), n_per_class)
 
 
 def _cfg(**kw) -> TrainConfig:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from tasks.synth.usefulness import (
+    ArmScore,
     c2st_accuracy,
     c2st_with_reference,
     copy_check,
     frechet_distance,
     gain_summary,
     nn_copy_rate,
+    paired_bootstrap_gain,
+    paired_gain,
 )
 
 
@@ -95,6 +99,71 @@ def test_gain_summary_verdicts() -> None:
         gain_summary([0.5], [0.5, 0.6], [0, 1])
 
 
+def _decisions(rng: np.random.Generator, y: np.ndarray, accuracy: float) -> np.ndarray:
+    """Binary decisions that are right on about ``accuracy`` of the items."""
+    return np.where(rng.random(len(y)) < accuracy, y, 1 - y)
+
+
+def test_paired_bootstrap_gain_is_zero_for_one_arm_and_excludes_zero_for_a_real_gain() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(600) < 0.3).astype(int)
+    base = _decisions(rng, y, 0.75)
+    assert paired_bootstrap_gain(y, [base], [base.copy()], seed=0) == [0.0, 0.0]
+    better = np.where(rng.random(len(y)) < 0.5, y, base)  # half of the errors fixed
+    lo, hi = paired_bootstrap_gain(y, [base, base], [better, better], seed=0)
+    assert 0 < lo < hi
+    truth = balanced_accuracy_score(y, better) - balanced_accuracy_score(y, base)
+    assert lo < truth < hi
+    with pytest.raises(ValueError, match="predictions of shape"):
+        paired_bootstrap_gain(y, [base], [better[:10]], seed=0)
+
+
+def test_arms_that_ignore_the_seed_need_the_test_interval_to_be_called() -> None:
+    """A frozen-feature probe gives one gain at every seed (sd 0): the verdict rests on the test-image interval."""
+    rng = np.random.default_rng(1)
+    y = (rng.random(200) < 0.3).astype(int)
+    real = _decisions(rng, y, 0.80)
+    slightly = np.where(np.arange(len(y)) == np.flatnonzero(real != y)[0], y, real)  # one error fixed
+
+    def score(seed: int, with_synthetic: bool) -> ArmScore:
+        pred = slightly if with_synthetic else real
+        return ArmScore(float(balanced_accuracy_score(y, pred)), y, pred)
+
+    tiny = paired_gain(score, [0, 1, 2])
+    assert tiny["gain_sd"] == 0.0 and tiny["gain_mean"] > 0 and tiny["gain_ci95"][0] <= 0 <= tiny["gain_ci95"][1]
+    assert tiny["verdict"].startswith("synthetic data did not help measurably")
+    assert "do not vary with the seed" in tiny["verdict"] and "interval over test images" in tiny["verdict"]
+    much = gain_summary([0.70] * 3, [0.60] * 3, [0, 1, 2], ci95=[-0.14, -0.06])
+    assert much["verdict"].startswith("synthetic data hurt by 10.0 points")
+    plain = paired_gain(lambda seed, syn: 0.7 + 0.1 * syn + 0.01 * seed, [0, 1])  # floats: no interval
+    assert plain["gain_ci95"] is None and plain["verdict"].startswith("synthetic data helped")
+
+    def unpaired(seed: int, with_synthetic: bool) -> ArmScore:
+        return ArmScore(0.7, y[::-1] if with_synthetic else y, real)
+
+    with pytest.raises(ValueError, match="different test items"):
+        paired_gain(unpaired, [0])
+
+
 def test_bad_shapes_are_named() -> None:
     with pytest.raises(ValueError, match="synthetic"):
         c2st_accuracy(_cloud(0), np.zeros(5), seed=0)
+
+
+def test_gain_recipe_swaps_in_the_named_cheaper_model_and_drops_the_headline_kwargs() -> None:
+    from tasks.config import SynthConfig, TrainConfig
+    from tasks.synth.usefulness_images import gain_recipe
+
+    headline = TrainConfig(model="resnet_tiny", model_kwargs={"width": 8}, image_size=128, epochs=6, lr=1e-3)
+    same = gain_recipe(headline, SynthConfig(gain_epochs=15, gain_image_size=64))
+    assert (same.model, same.model_kwargs, same.epochs, same.image_size, same.lr) == (
+        "resnet_tiny",
+        {"width": 8},
+        15,
+        64,
+        1e-3,
+    )
+    cheap = gain_recipe(headline, SynthConfig(gain_model="efficientnet_lite0+svm", gain_image_size=64))
+    assert (cheap.model, cheap.model_kwargs, cheap.epochs, cheap.image_size) == ("efficientnet_lite0+svm", {}, 6, 64)
+    with pytest.raises(ValueError, match="unknown synth.gain_model 'resnet_huge'"):
+        SynthConfig(gain_model="resnet_huge")
