@@ -187,13 +187,21 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
             "batch_size": 64,
             "patience": 15,
             "candidate_overrides": {
-                "efficientnet_lite0": {"lr": 1e-3, "epochs": 20, "patience": 6, "channels_last": True},
+                # amp_cpu only acts on a CPU, where bf16 slows Lite's depthwise convolutions (quick, above)
+                "efficientnet_lite0": {
+                    "lr": 1e-3,
+                    "epochs": 20,
+                    "patience": 6,
+                    "channels_last": True,
+                    "amp_cpu": False,
+                },
                 "efficientnet_lite2": {
                     "lr": 1e-3,
                     "epochs": 20,
                     "patience": 6,
                     "image_size": 260,
                     "channels_last": True,
+                    "amp_cpu": False,
                 },
                 "resnet_medium": {"image_size": 160},
             },
@@ -324,12 +332,21 @@ def _yield_to(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     alone, a profile's ``train.candidate_overrides.<name>.epochs`` would silently win, being more specific. So a
     later layer's ``train.<key>`` drops ``<key>`` from the earlier layers' candidate overrides; the later layer's
     own ``candidate_overrides`` still apply on top.
+
+    Likewise a later layer's ``train.candidates`` drops the earlier layers' overrides for the candidates it leaves
+    out (``--set 'train.candidates=[efficientnet_lite0]'`` on the ``full`` profile): those came with the profile's
+    list, not from the user, so they are no reason to refuse the config.
     """
     train, overrides = layer.get("train"), (base.get("train") or {}).get("candidate_overrides")
     if not isinstance(train, dict) or not isinstance(overrides, dict):
         return base
     keys = set(train) - {"candidates", "candidate_overrides", "model"}
-    pruned = {name: {k: v for k, v in (o or {}).items() if k not in keys} for name, o in overrides.items()}
+    kept = train.get("candidates")
+    pruned = {
+        name: {k: v for k, v in (o or {}).items() if k not in keys}
+        for name, o in overrides.items()
+        if not isinstance(kept, list) or name in kept
+    }
     return {**base, "train": {**base["train"], "candidate_overrides": pruned}}
 
 

@@ -107,3 +107,12 @@ def test_a_train_key_set_by_the_user_reaches_every_candidate_over_the_profiles_o
     path.write_text(config_to_yaml(quick))
     again = resolve_config("defect", config_file=path).train.candidate_recipe("efficientnet_lite0")
     assert again.epochs == 6 and again.image_size == 128
+
+
+def test_narrowing_the_profiles_candidates_drops_their_profile_overrides_but_not_the_users() -> None:
+    sets = ["train.candidates=[efficientnet_lite0+svm, efficientnet_lite0]"]
+    cfg = resolve_config("defect", profile="full", sets=sets)
+    assert set(cfg.train.candidate_overrides) == {"efficientnet_lite0"}
+    assert cfg.train.candidate_recipe("efficientnet_lite0").epochs == 20  # the kept candidate's profile recipe
+    with pytest.raises(ValueError, match="candidate_overrides for resnet_medium, which is not a candidate"):
+        resolve_config("defect", profile="full", sets=[*sets, "train.candidate_overrides.resnet_medium.epochs=3"])
