@@ -165,7 +165,7 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
             },
         },
         # With synth on, the headline candidates already train on real + synthetic images (~6.5 min here); a
-        # real-only copy of the Lite0 fine-tune would add ~4.7 min and six 64 px fine-tunes ~16 min more. The seed
+        # real-only copy of the Lite0 fine-tune would add ~4.7 min and six 64 px fine-tunes ~20 min more. The seed
         # comparison and TSTR train the frozen-feature probe at the GAN's 64 px instead (seconds each), and the
         # paired arms, not a one-seed real-only copy, answer whether the samples help.
         "synth": {
@@ -177,7 +177,7 @@ _DEFECT_PROFILES: dict[str, dict[str, Any]] = {
     },
     # A GPU: the quick profile's candidates at ImageNet resolution with longer schedules, plus Lite2 at its native
     # 260 px and the from-scratch resnet_medium, chosen on validation; synthetic data on, GAN at 128 px. Not measured
-    # here (no GPU was lent when it was set): BENCHMARKS.md says so.
+    # on a GPU (none lent yet); its two Lite0 candidates alone took 43 min on the 2-core CPU (BENCHMARKS.md).
     "full": {
         "train": {
             "model": "resnet_medium",

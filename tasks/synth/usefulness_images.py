@@ -55,13 +55,14 @@ SUMMARY_KEYS = ("tstr_balanced_accuracy", "gain_mean", "gain_sd", "c2st_accuracy
 
 def gain_recipe(headline: TrainConfig, cfg: SynthConfig) -> TrainConfig:
     """The recipe of the comparison's arms: the headline one, with ``synth.gain_epochs`` / ``gain_image_size``, and
-    ``synth.gain_model`` in place of the headline model (its ``model_kwargs`` dropped: they were the headline's)."""
+    ``synth.gain_model`` in place of the headline model (its ``model_kwargs`` and ``init_from`` dropped: they were
+    the headline model's, and starting weights of one architecture do not fit another)."""
     update: dict[str, Any] = {
         "epochs": cfg.gain_epochs or headline.epochs,
         "image_size": cfg.gain_image_size or headline.image_size,
     }
     if cfg.gain_model and cfg.gain_model != headline.model:
-        update |= {"model": cfg.gain_model, "model_kwargs": {}}
+        update |= {"model": cfg.gain_model, "model_kwargs": {}, "init_from": None}
     return TrainConfig.model_validate({**headline.model_dump(), **update})
 
 

@@ -154,7 +154,9 @@ def test_gain_recipe_swaps_in_the_named_cheaper_model_and_drops_the_headline_kwa
     from tasks.config import SynthConfig, TrainConfig
     from tasks.synth.usefulness_images import gain_recipe
 
-    headline = TrainConfig(model="resnet_tiny", model_kwargs={"width": 8}, image_size=128, epochs=6, lr=1e-3)
+    headline = TrainConfig(
+        model="resnet_tiny", model_kwargs={"width": 8}, image_size=128, epochs=6, lr=1e-3, init_from="/w/tiny.pt"
+    )
     same = gain_recipe(headline, SynthConfig(gain_epochs=15, gain_image_size=64))
     assert (same.model, same.model_kwargs, same.epochs, same.image_size, same.lr) == (
         "resnet_tiny",
@@ -165,5 +167,6 @@ def test_gain_recipe_swaps_in_the_named_cheaper_model_and_drops_the_headline_kwa
     )
     cheap = gain_recipe(headline, SynthConfig(gain_model="efficientnet_lite0+svm", gain_image_size=64))
     assert (cheap.model, cheap.model_kwargs, cheap.epochs, cheap.image_size) == ("efficientnet_lite0+svm", {}, 6, 64)
+    assert same.init_from == "/w/tiny.pt" and cheap.init_from is None  # the headline's weights fit only its model
     with pytest.raises(ValueError, match="unknown synth.gain_model 'resnet_huge'"):
         SynthConfig(gain_model="resnet_huge")
