@@ -36,14 +36,15 @@ from tasks.image_scoring import evaluate_classifier, validation_metrics  # noqa:
 
 
 def _views(x: torch.Tensor, name: str) -> list[torch.Tensor]:
-    """The views of an ``(N, C, H, W)`` batch a view set averages over (square inputs: transposes keep the size)."""
-    flip4 = [x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)]
-    return {
-        "none": [x],
-        "hflip": flip4[:2],
-        "flip4": flip4,
-        "d8": flip4 + [v.transpose(-1, -2) for v in flip4],
-    }[name]
+    """The views of an ``(N, C, H, W)`` batch a view set averages over (square inputs: transposes keep the size);
+    only the set's own views are computed."""
+    if name == "none":
+        return [x]
+    views = [x, x.flip(-1)]
+    if name == "hflip":
+        return views
+    views += [x.flip(-2), x.flip(-1).flip(-2)]
+    return views if name == "flip4" else views + [v.transpose(-1, -2) for v in views]
 
 
 VIEW_SETS = ("none", "hflip", "flip4", "d8")

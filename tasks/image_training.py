@@ -226,6 +226,16 @@ def train_arm(
     return result
 
 
+def chosen_arm(train: StageResult, chosen: str | None) -> tuple[dict[str, Any], Path]:
+    """The train record's entry (recipe, fit facts) and cache folder of the candidate ``chosen`` on validation.
+
+    The train record itself is the *first* candidate's (it lists all under ``candidates``), so whoever describes,
+    explains or re-trains the shipped model looks it up here; a record without candidates is its own entry.
+    """
+    arm = (train.summary.get("candidates") or {}).get(chosen) if chosen else None
+    return (arm, Path(arm["path"])) if arm else (train.summary, train.dir)
+
+
 def synthetic_selection(synth: StageResult, label: StageResult) -> tuple[pd.DataFrame, dict]:
     """The synth stage's rows that the real + synthetic arm adds, and what identifies them in a cache key.
 

@@ -401,17 +401,31 @@ def bootstrap_ci(
     p = np.asarray(y_pred, dtype=np.int64)
     if len(y) == 0:
         return {"accuracy": None, "balanced_accuracy": None}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))  # (B, N)
-    yb, correct = y[idx], (p == y)[idx]
-    acc = correct.mean(axis=1)
+    idx = bootstrap_indices(len(y), n_boot, seed)
+    acc = (p == y)[idx].mean(axis=1)
+    bacc = resampled_balanced_accuracy(y, p, idx, n_classes)
+    return {"accuracy": percentile_interval(acc, level), "balanced_accuracy": percentile_interval(bacc, level)}
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``(n_boot, n)`` item indices drawn with replacement by a seeded generator: one resample per row. Scoring
+    several decision rules on the same rows pairs them (their difference's interval, not two separate ones)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def resampled_balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced accuracy of fixed decisions on each resample (row of ``idx``), ``(B,)``: the recall of the classes
+    present in the resample, averaged, as scikit-learn does."""
+    y = np.asarray(y_true, dtype=np.int64)
+    yb, correct = y[idx], (np.asarray(y_pred, dtype=np.int64) == y)[idx]
     support = np.stack([(yb == c).sum(axis=1) for c in range(n_classes)], axis=1)  # (B, C)
     hits = np.stack([((yb == c) & correct).sum(axis=1) for c in range(n_classes)], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
-    bacc = np.nanmean(recall, axis=1)
+    return np.nanmean(recall, axis=1)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    """The central ``level`` percentile interval of bootstrap ``values``: ``[low, high]``."""
     tail = 100 * (1 - level) / 2
-    return {
-        "accuracy": [float(v) for v in np.percentile(acc, [tail, 100 - tail])],
-        "balanced_accuracy": [float(v) for v in np.percentile(bacc, [tail, 100 - tail])],
-    }
+    return [float(v) for v in np.percentile(values, [tail, 100 - tail])]

@@ -40,6 +40,7 @@ from tasks.explain.attribution import (
 from tasks.explain.plots import plot_deletion, plot_overlays
 from tasks.image_classifier import load_model
 from tasks.image_io import load_views, most_defective_tiles
+from tasks.image_training import chosen_arm
 from tasks.rundir import RunContext
 
 
@@ -181,8 +182,7 @@ def explain_images(
 
 def explained_test_rows(label: StageResult, train: StageResult, chosen: str | None) -> tuple[pd.DataFrame, Path]:
     """The chosen candidate's test predictions joined with their paths, and its ``weights.pt``."""
-    candidates = train.summary.get("candidates") or {}
-    folder = Path(candidates.get(chosen, {}).get("path", train.path))
+    _, folder = chosen_arm(train, chosen)
     predictions = pd.read_csv(folder / "predictions.csv", dtype={"sample_id": str})
     splits = pd.read_csv(label.dir / "splits.csv", dtype={"sample_id": str}, keep_default_na=False)
     test = predictions[predictions["split"] == "test"].merge(splits[["sample_id", "path"]], on="sample_id")

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.cache import StageResult
 from tasks.compare import Comparison, regression_check
 from tasks.config import ReportConfig
+from tasks.image_training import chosen_arm
 from tasks.quarantine import collect_quarantine
 from tasks.report.common import (
     ReportDoc,
@@ -55,15 +56,9 @@ def _ok(stages: dict[str, StageResult], name: str) -> StageResult | None:
     return st if st is not None and not st.error else None
 
 
-def chosen_arm(train: StageResult, evaluation: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    """The shipped candidate's fit facts and cache folder: the train record is the *first* candidate's (listing all
-    under ``candidates``), so without this the report would describe e.g. the SVM probe's one "epoch" beside the
-    name of the fine-tune that was chosen on validation."""
-    chosen = (evaluation.get("selection") or {}).get("model")
-    arm = (train.summary.get("candidates") or {}).get(chosen)
-    if not arm:
-        return train.summary, train.dir
-    return arm, Path(arm["path"])
+def _chosen(evaluation: dict[str, Any] | None) -> str | None:
+    """The candidate the evaluate stage chose on validation, if it chose among several."""
+    return ((evaluation or {}).get("selection") or {}).get("model")
 
 
 def read_evaluation(stages: dict[str, StageResult]) -> dict[str, Any]:
@@ -95,7 +90,7 @@ def build_metrics(
     n["quarantined"] = int(len(collect_quarantine(stages)))
     metrics["n"] = n
     if train := _ok(stages, "train"):
-        s, _ = chosen_arm(train, evaluation or {})
+        s, _ = chosen_arm(train, _chosen(evaluation))
         metrics["train"] = {k: s.get(k) for k in ("model", "device", "best_epoch", "epochs_run", "n_parameters")}
     if evaluation:
         metrics["test"] = evaluation["test"]
@@ -245,7 +240,7 @@ def _test_sections(
 
 
 def _training_section(doc: ReportDoc, train: StageResult, evaluation: dict[str, Any]) -> None:
-    s, folder = chosen_arm(train, evaluation)
+    s, folder = chosen_arm(train, _chosen(evaluation))
     history = json.loads((folder / "history.json").read_text())
     if not history or all(h.get("train_loss") is None for h in history):  # a linear probe has no epochs
         return

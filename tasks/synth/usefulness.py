@@ -33,6 +33,8 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tasks.metrics import bootstrap_indices, percentile_interval, resampled_balanced_accuracy
+
 
 def _as_2d(name: str, x: np.ndarray) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
@@ -230,18 +232,6 @@ class ArmScore:
     y_pred: np.ndarray | None = None
 
 
-def _balanced_accuracy_rows(weights: np.ndarray, y_true: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of one arm under each row of item ``weights`` (bootstrap counts), ``(B,)``.
-
-    Classes a resample leaves out are skipped, as scikit-learn's ``balanced_accuracy_score`` does.
-    """
-    onehot = (y_true[:, None] == np.unique(y_true)[None, :]).astype(np.float64)  # (N, C)
-    hits = weights @ (onehot * correct[:, None])
-    totals = weights @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean(np.where(totals > 0, hits / totals, np.nan), axis=1)
-
-
 def paired_bootstrap_gain(
     y_true: np.ndarray,
     real_preds: list[np.ndarray],
@@ -265,16 +255,16 @@ def paired_bootstrap_gain(
             raise ValueError(
                 f"paired_bootstrap_gain: predictions of shape {np.asarray(pred).shape} for {y.shape} items"
             )
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(y), size=(n_boot, len(y)))
-    weights = np.stack([np.bincount(row, minlength=len(y)) for row in draws]).astype(np.float64)
-    gains = np.zeros(n_boot)
-    for real, synth in zip(real_preds, synth_preds, strict=True):
-        gains += _balanced_accuracy_rows(weights, y, np.asarray(synth) == y)
-        gains -= _balanced_accuracy_rows(weights, y, np.asarray(real) == y)
-    gains /= len(real_preds)
-    tail = 100 * (1 - level) / 2
-    return [float(np.percentile(gains, tail)), float(np.percentile(gains, 100 - tail))]
+    idx = bootstrap_indices(len(y), n_boot, seed)  # one resample of the items for every arm: paired
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    gains = np.mean(
+        [
+            resampled_balanced_accuracy(y, synth, idx, n_classes) - resampled_balanced_accuracy(y, real, idx, n_classes)
+            for real, synth in zip(real_preds, synth_preds, strict=True)
+        ],
+        axis=0,
+    )
+    return percentile_interval(gains, level)
 
 
 def gain_summary(

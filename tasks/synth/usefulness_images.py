@@ -44,7 +44,8 @@ from tasks.config import SynthConfig, TrainConfig
 from tasks.image_classifier import embed_images
 from tasks.image_io import load_image
 from tasks.image_scoring import evaluate_classifier
-from tasks.image_training import synthetic_selection, train_arm
+from tasks.image_training import chosen_arm, synthetic_selection, train_arm
+from tasks.metrics import predicted_labels
 from tasks.rundir import RunContext
 from tasks.synth.usefulness import ArmScore, paired_gain, synthetic_measures
 from tasks.synthetic_samples import gan_training_rows, read_manifest, synthetic_rows
@@ -103,7 +104,7 @@ class _Arms:
         test, rows = self._scored(result)
         rows = rows.sort_values("sample_id", kind="stable")
         proba = rows[[c for c in rows.columns if c.startswith("prob_")]].to_numpy()
-        y_pred = (proba[:, 1] >= test["threshold"]).astype(np.int64) if proba.shape[1] == 2 else proba.argmax(1)
+        y_pred = predicted_labels(proba[:, 1] if proba.shape[1] == 2 else proba, test["threshold"])
         return ArmScore(float(test["balanced_accuracy"]), rows["label"].to_numpy().astype(np.int64), y_pred)
 
     def _scored(self, result: StageResult) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -202,9 +203,7 @@ def _measure_usefulness(
 def chosen_recipe(train: StageResult, evaluate: StageResult) -> dict[str, Any]:
     """The train recipe of the candidate the evaluate stage chose on validation; the train record's own recipe
     when it lists no candidates."""
-    chosen = (evaluate.summary.get("selection") or {}).get("model")
-    candidates = train.summary.get("candidates") or {}
-    return candidates[chosen]["recipe"] if chosen in candidates else train.summary["recipe"]
+    return chosen_arm(train, (evaluate.summary.get("selection") or {}).get("model"))[0]["recipe"]
 
 
 @task(name="synth-usefulness", cache_policy=NO_CACHE)
