@@ -17,7 +17,7 @@ from flows.commands.gc import cmd_gc
 from flows.commands.runs import cmd_runs
 from flows.config import gpu_available
 from flows.lifecycle import api_lost
-from flows.prefect_api import ApiUnreachableError, prefect_api
+from flows.prefect_api import ApiUnreachableError, prefect_api, signal_received
 
 FLOWS = ("defect", "eeg")
 
@@ -84,14 +84,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if state.is_completed() else 1
 
 
-def interrupted_exit(exc: KeyboardInterrupt, command: str) -> int:
+def interrupted_exit(exc: KeyboardInterrupt, command: str, raised: BaseException | None = None) -> int:
     """One sentence for a stopped command, the run directory (which holds the report) last on standard output, and
     the shell's exit status for the signal (130 for SIGINT, 143 for SIGTERM)."""
     from flows.lifecycle import run_dir_of
 
     signum = getattr(exc, "signum", 2)
     print(f"vigil: {command} {exc or 'stopped by SIGINT'}; the run's report says what was done", file=sys.stderr)
-    cause: BaseException | None = exc
+    cause: BaseException | None = raised or exc  # what actually unwound the command carries the run directory
     while cause is not None:  # Prefect's TerminationSignal, carrying the run directory's note, is in the chain
         if (run_dir := run_dir_of(cause)) is not None:
             print(Path(str(run_dir)).resolve())
@@ -198,6 +198,8 @@ def _run_command(args: argparse.Namespace) -> int:
     except Exception as exc:  # the command's last word: one line instead of a traceback (--debug shows it)
         if args.debug:
             raise
+        if (stop := signal_received()) is not None:  # a stop that surfaced as another error (mid torch.save)
+            return interrupted_exit(stop, args.command, raised=exc)
         if api_lost(exc):  # the API went away outside a stage (Prefect's own bookkeeping): say so, not "unexpected"
             print(f"\nvigil: {args.command} stopped: the Prefect API stopped answering ({type(exc).__name__}: {exc}); "
                   "start it again (`vigil server`, or unset PREFECT_API_URL) and rerun with the same --name to go on "

@@ -142,8 +142,20 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
+#: The stop signals received inside the current :func:`stop_on_signals` block, most recent last.
+_RECEIVED: list[RunInterrupted] = []
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
-    raise RunInterrupted(signum)
+    _RECEIVED.append(RunInterrupted(signum))
+    raise _RECEIVED[-1]
+
+
+def signal_received() -> RunInterrupted | None:
+    """The stop signal received in the current :func:`stop_on_signals` block, if any: the interrupt can surface as
+    another exception (raised inside ``torch.save``, it leaves the zip writer to fail with a ``RuntimeError``), and
+    the command must still end as stopped, not as failed."""
+    return _RECEIVED[-1] if _RECEIVED else None
 
 
 @contextmanager
@@ -154,6 +166,7 @@ def stop_on_signals() -> Iterator[None]:
     with SIGTERM, whose default action would end vigil before it stops its temporary server. Elsewhere than in the
     main thread (a test calling the CLI from a thread) nothing is installed.
     """
+    _RECEIVED.clear()
     try:
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
